@@ -1,0 +1,262 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Finish fills the defaults that depend on other values, reads the secret
+// files and checks everything. It returns every problem found, each naming
+// the key and the bad value.
+func (c *Config) Finish() Problems {
+	var p Problems
+	bad := func(key string, format string, args ...any) {
+		p = append(p, key+": "+fmt.Sprintf(format, args...))
+	}
+	secret := func(key, path string, dst *string) {
+		if path == "" {
+			return
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			bad(key, "cannot read %q: %v", path, errUnwrap(err))
+			return
+		}
+		*dst = strings.TrimSpace(string(b))
+	}
+
+	if c.NodeName == "" {
+		bad("node_name", "empty, and the hostname is unknown")
+	} else if !labelRe.MatchString(c.NodeName) {
+		bad("node_name", "%q: use letters, digits, '-', '_' or '.'", c.NodeName)
+	}
+
+	if c.Consul.Token == "" {
+		secret("consul.token_file", c.Consul.TokenFile, &c.Consul.Token)
+	}
+	if c.Consul.Scheme != "" && c.Consul.Scheme != "http" && c.Consul.Scheme != "https" {
+		bad("consul.scheme", "%q: want http or https", c.Consul.Scheme)
+	}
+	for key, path := range map[string]string{"consul.ca_file": c.Consul.CAFile, "consul.cert_file": c.Consul.CertFile, "consul.key_file": c.Consul.KeyFile} {
+		if path != "" {
+			if _, err := os.Stat(path); err != nil {
+				bad(key, "%q: %v", path, errUnwrap(err))
+			}
+		}
+	}
+	if c.Consul.TTL.D() < 2*c.Timing.Tick.D() || c.Consul.TTL <= 0 {
+		bad("consul.ttl", "%s: must be at least twice timing.tick (%s)", c.Consul.TTL.D(), c.Timing.Tick.D())
+	}
+
+	for i, a := range c.Sentinel.Addresses {
+		if err := checkHostPort(a); err != nil {
+			bad(fmt.Sprintf("sentinel.addresses[%d]", i), "%q: %v", a, err)
+		}
+	}
+	secret("sentinel.password_file", c.Sentinel.PasswordFile, &c.Sentinel.Password)
+	needSentinel := len(c.Redis) > 0 || len(c.Twemproxy) > 0
+	if needSentinel && len(c.Sentinel.Addresses) == 0 && c.Sentinel.ConsulService == "" {
+		bad("sentinel", "no addresses and no consul_service: the agent needs Sentinels to follow masters")
+	}
+
+	seen := map[string]string{}
+	for i := range c.Redis {
+		r := &c.Redis[i]
+		key := fmt.Sprintf("redis[%d]", i)
+		if err := checkHostPort(r.Address); err != nil {
+			bad(key+".address", "%q: %v", r.Address, err)
+		}
+		if r.Announce == "" {
+			r.Announce = r.Address
+		} else if err := checkHostPort(r.Announce); err != nil {
+			bad(key+".announce", "%q: %v", r.Announce, err)
+		}
+		if r.MasterName == "" {
+			bad(key+".master_name", "missing: the Sentinel master name this instance belongs to")
+		}
+		if r.Service == "" {
+			r.Service = "redis"
+		} else if !serviceRe.MatchString(r.Service) {
+			bad(key+".service", "%q: use lowercase letters, digits and '-'", r.Service)
+		}
+		if prev, ok := seen[r.Announce]; ok && r.Announce != "" {
+			bad(key+".announce", "%q is also %s: two entries would register the same service", r.Announce, prev)
+		}
+		seen[r.Announce] = key
+		secret(key+".password_file", r.PasswordFile, &r.Password)
+		checkTLS(key+".tls", r.TLS, bad)
+	}
+	checkTLS("sentinel.tls", c.Sentinel.TLS, bad)
+
+	for i := range c.Sentinels {
+		s := &c.Sentinels[i]
+		key := fmt.Sprintf("sentinels[%d]", i)
+		if err := checkHostPort(s.Address); err != nil {
+			bad(key+".address", "%q: %v", s.Address, err)
+		}
+		if s.Announce == "" {
+			s.Announce = s.Address
+		} else if err := checkHostPort(s.Announce); err != nil {
+			bad(key+".announce", "%q: %v", s.Announce, err)
+		}
+		if s.Service == "" {
+			s.Service = "redis-sentinel"
+		}
+		if s.Username == "" {
+			s.Username = c.Sentinel.Username
+		}
+		if s.PasswordFile == "" {
+			s.PasswordFile = c.Sentinel.PasswordFile
+		}
+		secret(key+".password_file", s.PasswordFile, &s.Password)
+		checkTLS(key+".tls", s.TLS, bad)
+	}
+
+	names := map[string]bool{}
+	for i := range c.Twemproxy {
+		t := &c.Twemproxy[i]
+		key := fmt.Sprintf("twemproxy[%d]", i)
+		if t.Name == "" {
+			bad(key+".name", "missing")
+		} else if !labelRe.MatchString(t.Name) {
+			bad(key+".name", "%q: use letters, digits, '-', '_' or '.'", t.Name)
+		} else if names[t.Name] {
+			bad(key+".name", "%q used twice", t.Name)
+		}
+		names[t.Name] = true
+		if t.ConfigFile == "" {
+			bad(key+".config_file", "missing")
+		} else if _, err := os.Stat(filepath.Dir(t.ConfigFile)); err != nil {
+			bad(key+".config_file", "%q: directory: %v", t.ConfigFile, errUnwrap(err))
+		}
+		if t.Template != "" {
+			if _, err := os.Stat(t.Template); err != nil {
+				bad(key+".template", "%q: %v", t.Template, errUnwrap(err))
+			}
+		}
+		if t.Service == "" {
+			t.Service = "twemproxy"
+		}
+		if t.Nutcracker == "" {
+			t.Nutcracker = "nutcracker"
+		}
+		if t.Restart.Mode == "" {
+			t.Restart.Mode = RestartSupervise
+		}
+		if t.Restart.Timeout == 0 {
+			t.Restart.Timeout = Duration(10e9)
+		}
+		switch t.Restart.Mode {
+		case RestartSupervise:
+			if len(t.Restart.Command) == 0 {
+				t.Restart.Command = []string{t.Nutcracker, "-c", t.ConfigFile}
+			}
+			if len(t.Restart.RestartCommand) > 0 {
+				bad(key+".restart.restart_command", "only used with mode: command")
+			}
+		case RestartCommand:
+			if len(t.Restart.RestartCommand) == 0 {
+				bad(key+".restart.restart_command", "missing: the argv that restarts twemproxy, e.g. [systemctl, restart, nutcracker]")
+			}
+		default:
+			bad(key+".restart.mode", "%q: want supervise or command", t.Restart.Mode)
+		}
+		if t.Wait.Min < 0 || t.Wait.Max < 0 {
+			bad(key+".wait", "negative durations")
+		}
+		if t.Wait.Max > 0 && t.Wait.Min > t.Wait.Max {
+			bad(key+".wait", "min %s is greater than max %s", t.Wait.Min.D(), t.Wait.Max.D())
+		}
+		if t.Wait.Min > 0 && t.Wait.Max == 0 {
+			t.Wait.Max = 4 * t.Wait.Min
+		}
+	}
+
+	if c.HTTP.Address != "" {
+		if err := checkHostPort(c.HTTP.Address); err != nil {
+			bad("http.address", "%q: %v", c.HTTP.Address, err)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: want trace, debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	for key, d := range map[string]Duration{
+		"timing.tick": c.Timing.Tick, "timing.sentinel_timeout": c.Timing.SentinelTimeout,
+		"timing.sentinel_resync": c.Timing.SentinelResync, "timing.consul_resync": c.Timing.ConsulResync,
+		"timing.proxy_check": c.Timing.ProxyCheck,
+	} {
+		if d <= 0 {
+			bad(key, "%s: must be positive", d.D())
+		}
+	}
+	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy) == 0 {
+		bad("redis/sentinels/twemproxy", "nothing to do: list at least one local instance")
+	}
+	sortProblems(p)
+	return p
+}
+
+var (
+	labelRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	serviceRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+)
+
+func checkHostPort(s string) error {
+	if s == "" {
+		return fmt.Errorf("missing")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port")
+	}
+	if host == "" {
+		return fmt.Errorf("empty host")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func checkTLS(key string, t TLS, bad func(string, string, ...any)) {
+	if !t.Enabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
+			bad(key, "files given but enabled is false")
+		}
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad(key, "cert_file and key_file go together")
+	}
+	for k, path := range map[string]string{"ca_file": t.CAFile, "cert_file": t.CertFile, "key_file": t.KeyFile} {
+		if path != "" {
+			if _, err := os.Stat(path); err != nil {
+				bad(key+"."+k, "%q: %v", path, errUnwrap(err))
+			}
+		}
+	}
+}
+
+// errUnwrap drops the "open PATH:" prefix that os errors repeat.
+func errUnwrap(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// sortProblems keeps the output stable for people and tests: map iteration
+// above is random.
+func sortProblems(p Problems) { slices.Sort(p) }

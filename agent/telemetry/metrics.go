@@ -1,0 +1,140 @@
+// Package telemetry holds what every part of the agent reports into: the
+// Prometheus collectors, the journal of recent events and failovers, and the
+// names of the loggers. It is a leaf package so that discovery and twemproxy
+// can record without importing the agent that wires them.
+package telemetry
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "redis_consul_agent"
+
+// Metrics are the agent's Prometheus collectors. One value is shared by every
+// component of an agent; tests build their own on a private registry.
+type Metrics struct {
+	// RedisRole is 1 for the role an instance currently has in Consul
+	// (master, replica, unknown), 0 for the others.
+	RedisRole *prometheus.GaugeVec
+	// CheckStatus is 1 for the Consul check status a service currently has.
+	CheckStatus *prometheus.GaugeVec
+	// SentinelUp is 1 while the agent holds a working link to a Sentinel.
+	SentinelUp *prometheus.GaugeVec
+	// SentinelEvents counts Sentinel pub/sub messages by channel.
+	SentinelEvents *prometheus.CounterVec
+	// Failovers counts master changes of the Sentinel truth by master name.
+	Failovers *prometheus.CounterVec
+	// ConsulWrites and ConsulWriteFailures count agent API writes by
+	// operation (register, deregister, ttl).
+	ConsulWrites        *prometheus.CounterVec
+	ConsulWriteFailures *prometheus.CounterVec
+	// Reaction measures the time from a Sentinel event reaching the agent to
+	// the change being applied, by target (consul, twemproxy).
+	Reaction *prometheus.HistogramVec
+	// ProxyRestarts counts twemproxy restarts by proxy and result.
+	ProxyRestarts *prometheus.CounterVec
+	// ProxyRollbacks counts restored backups by proxy and failed step.
+	ProxyRollbacks *prometheus.CounterVec
+	// ProxyRestartDuration is stop-to-listening time of a restart.
+	ProxyRestartDuration *prometheus.HistogramVec
+	// ProxyConfigWrites counts config files written, by proxy.
+	ProxyConfigWrites *prometheus.CounterVec
+	// ProxyPipelineFailures counts failed pipeline runs by proxy and step.
+	ProxyPipelineFailures *prometheus.CounterVec
+	// BuildInfo is the usual constant 1 labelled with the build.
+	BuildInfo *prometheus.GaugeVec
+}
+
+// reactionBuckets cover a millisecond-scale reaction up to a slow restart.
+var reactionBuckets = []float64{.001, .0025, .005, .01, .015, .02, .03, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// NewMetrics creates the collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		RedisRole: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "redis_role",
+			Help: "Role of a local Redis instance as registered in Consul (1 for the current role).",
+		}, []string{"service_id", "master_name", "role"}),
+		CheckStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consul_check_status",
+			Help: "Consul TTL check status of a registered service (1 for the current status).",
+		}, []string{"service_id", "status"}),
+		SentinelUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sentinel_up",
+			Help: "Whether the agent's pub/sub link to a Sentinel is up.",
+		}, []string{"sentinel"}),
+		SentinelEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sentinel_events_total",
+			Help: "Sentinel pub/sub messages received, by channel.",
+		}, []string{"type"}),
+		Failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "failovers_total",
+			Help: "Master changes seen in the Sentinel truth, by master name.",
+		}, []string{"master_name"}),
+		ConsulWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "consul_writes_total",
+			Help: "Writes to the local Consul agent API, by operation.",
+		}, []string{"op"}),
+		ConsulWriteFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "consul_write_failures_total",
+			Help: "Failed writes to the local Consul agent API, by operation.",
+		}, []string{"op"}),
+		Reaction: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "reaction_seconds",
+			Help:    "Time from a Sentinel event reaching the agent to the change being applied, by target.",
+			Buckets: reactionBuckets,
+		}, []string{"target"}),
+		ProxyRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "twemproxy_restarts_total",
+			Help: "twemproxy restarts, by proxy and result.",
+		}, []string{"proxy", "result"}),
+		ProxyRollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "twemproxy_rollbacks_total",
+			Help: "Restores of the last good twemproxy config, by proxy and failed step.",
+		}, []string{"proxy", "step"}),
+		ProxyRestartDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "twemproxy_restart_duration_seconds",
+			Help:    "Time from stopping twemproxy to every pool answering again.",
+			Buckets: reactionBuckets,
+		}, []string{"proxy"}),
+		ProxyConfigWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "twemproxy_config_writes_total",
+			Help: "twemproxy config files written, by proxy.",
+		}, []string{"proxy"}),
+		ProxyPipelineFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "twemproxy_pipeline_failures_total",
+			Help: "Failed twemproxy pipeline runs, by proxy and failed step.",
+		}, []string{"proxy", "step"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "build_info",
+			Help: "Build of the running agent; always 1.",
+		}, []string{"version", "commit", "goversion"}),
+	}
+	reg.MustRegister(m.RedisRole, m.CheckStatus, m.SentinelUp, m.SentinelEvents,
+		m.Failovers, m.ConsulWrites, m.ConsulWriteFailures, m.Reaction,
+		m.ProxyRestarts, m.ProxyRollbacks, m.ProxyRestartDuration,
+		m.ProxyConfigWrites, m.ProxyPipelineFailures, m.BuildInfo)
+	return m
+}
+
+// SetBuild records the running build.
+func (m *Metrics) SetBuild(version, commit string) {
+	m.BuildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// SetOneOf sets the series of vec labelled with prefix+current to 1 and the
+// other choices to 0, so a state gauge always has exactly one series at 1.
+func SetOneOf(vec *prometheus.GaugeVec, prefix []string, current string, choices ...string) {
+	for _, c := range choices {
+		v := 0.0
+		if c == current {
+			v = 1
+		}
+		vec.WithLabelValues(append(append([]string(nil), prefix...), c)...).Set(v)
+	}
+}
+
+// NewTestMetrics returns metrics on a private registry, for tests.
+func NewTestMetrics() *Metrics { return NewMetrics(prometheus.NewRegistry()) }
