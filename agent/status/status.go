@@ -1,0 +1,156 @@
+// Package status defines the JSON the agent serves at /v1/status and
+// /v1/cluster, and that `redis-consul-agent status` and the dashboard read.
+// It holds types only, so that the HTTP layer, the CLI and the agent that
+// fills them agree on one contract.
+package status
+
+import (
+	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// Snapshot is what this agent knows and does, at /v1/status.
+type Snapshot struct {
+	Node      string    `json:"node"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	Now       time.Time `json:"now"`
+	// Instances are the local Redis instances this agent registers.
+	Instances []Instance `json:"instances"`
+	// LocalSentinels are the local Sentinels this agent registers.
+	LocalSentinels []LocalSentinel `json:"local_sentinels"`
+	// Sentinels are the Sentinels this agent follows, with their views.
+	Sentinels []Sentinel `json:"sentinels"`
+	// Masters is the Sentinel truth per master name.
+	Masters []Master `json:"masters"`
+	// Proxies are the local twemproxy instances this agent manages.
+	Proxies   []Proxy              `json:"proxies"`
+	Events    []telemetry.Event    `json:"events"`
+	Failovers []telemetry.Failover `json:"failovers"`
+}
+
+// Instance is one local Redis as registered in Consul.
+type Instance struct {
+	ServiceID  string    `json:"service_id"`
+	Service    string    `json:"service"`
+	Address    string    `json:"address"`
+	Announce   string    `json:"announce"`
+	MasterName string    `json:"master_name"`
+	Role       string    `json:"role"`   // master, replica, unknown
+	Status     string    `json:"status"` // passing, warning, critical
+	Why        string    `json:"why"`    // the check output
+	Since      time.Time `json:"since,omitzero"`
+}
+
+// LocalSentinel is one local Sentinel registered as redis-sentinel.
+type LocalSentinel struct {
+	ServiceID string   `json:"service_id"`
+	Address   string   `json:"address"`
+	Masters   []string `json:"masters"`
+	Status    string   `json:"status"`
+	Why       string   `json:"why"`
+}
+
+// Sentinel is one Sentinel this agent talks to.
+type Sentinel struct {
+	Address   string            `json:"address"`
+	Up        bool              `json:"up"`
+	LastError string            `json:"last_error,omitempty"`
+	View      map[string]string `json:"view"` // master name -> host:port
+}
+
+// Master is the Sentinel truth for one master name.
+type Master struct {
+	Name   string    `json:"name"`
+	Addr   string    `json:"addr"`
+	Source string    `json:"source"` // majority, switch-master, stale
+	Agree  int       `json:"agree"`
+	Known  int       `json:"known"`
+	Since  time.Time `json:"since"`
+}
+
+// Proxy is one local twemproxy.
+type Proxy struct {
+	Name        string        `json:"name"`
+	ConfigFile  string        `json:"config_file"`
+	ConfigHash  string        `json:"config_hash"`
+	Mode        string        `json:"mode"`
+	Pools       []Pool        `json:"pools"`
+	LastRestart *Restart      `json:"last_restart,omitempty"`
+	Restarts    int           `json:"restarts"`
+	Rollbacks   int           `json:"rollbacks"`
+	LastError   string        `json:"last_error,omitempty"`
+	Blackout    time.Duration `json:"last_blackout_ns"`
+}
+
+// Pool is one twemproxy pool.
+type Pool struct {
+	Name      string   `json:"name"`
+	Listen    string   `json:"listen"`
+	ServiceID string   `json:"service_id"`
+	Status    string   `json:"status"`
+	Why       string   `json:"why"`
+	Servers   []Server `json:"servers"`
+}
+
+// Server is one server line of a pool.
+type Server struct {
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`
+	Weight  int    `json:"weight"`
+	Want    string `json:"want,omitempty"` // the Sentinel truth when it differs
+	Matches bool   `json:"matches"`
+}
+
+// Restart is one restart of a proxy.
+type Restart struct {
+	At       time.Time     `json:"at"`
+	Duration time.Duration `json:"duration_ns"`
+	Result   string        `json:"result"` // ok, rolled-back, failed
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// Cluster is the whole cluster as Consul sees it, at /v1/cluster: what the
+// dashboard shows, so that any agent's dashboard tells the same story.
+type Cluster struct {
+	UpdatedAt time.Time         `json:"updated_at"`
+	Shards    []Shard           `json:"shards"`
+	Sentinels []ClusterSentinel `json:"sentinels"`
+	Proxies   []ClusterProxy    `json:"proxies"`
+	Error     string            `json:"error,omitempty"`
+}
+
+// Shard is one Sentinel master name with its registered nodes.
+type Shard struct {
+	Name string `json:"name"`
+	// Truth is the Sentinel truth this agent holds for the shard, if any.
+	Truth    *Master       `json:"truth,omitempty"`
+	Masters  []ClusterNode `json:"masters"` // more than one passing is a split brain
+	Replicas []ClusterNode `json:"replicas"`
+	Other    []ClusterNode `json:"other"` // registered but critical with no role
+}
+
+// ClusterNode is one registered service instance as Consul reports it.
+type ClusterNode struct {
+	ServiceID string            `json:"service_id"`
+	Node      string            `json:"node"`
+	Addr      string            `json:"addr"`
+	Status    string            `json:"status"`
+	Output    string            `json:"output"`
+	Tags      []string          `json:"tags"`
+	Meta      map[string]string `json:"meta,omitempty"`
+}
+
+// ClusterSentinel is one registered Sentinel.
+type ClusterSentinel struct {
+	ClusterNode
+	// Agrees is true when this Sentinel's view of every master matches the truth.
+	Agrees *bool `json:"agrees,omitempty"`
+}
+
+// ClusterProxy is one registered twemproxy pool.
+type ClusterProxy struct {
+	ClusterNode
+	Pool string `json:"pool"`
+}
