@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -322,4 +323,62 @@ func friendlyYAMLError(e string) string {
 		sec = m[3]
 	}
 	return fmt.Sprintf("line %s: unknown key %q in %s", m[1], m[2], sec)
+}
+
+// RedisService is the Consul service name of the local Redis announced at
+// announce ("redis" when it is not one of ours).
+func (c *Config) RedisService(announce string) string {
+	for _, r := range c.Redis {
+		if r.Announce == announce && r.Service != "" {
+			return r.Service
+		}
+	}
+	return "redis"
+}
+
+// RedisServices lists the Consul service names Redis is registered under,
+// "redis" at least, so the dashboard shows the cluster even from an agent
+// that has no local Redis.
+func (c *Config) RedisServices() []string {
+	return uniq("redis", func(yield func(string) bool) {
+		for _, r := range c.Redis {
+			if !yield(r.Service) {
+				return
+			}
+		}
+	})
+}
+
+// SentinelService is the service Sentinels are registered under.
+func (c *Config) SentinelService() string {
+	if c.Sentinel.ConsulService != "" {
+		return c.Sentinel.ConsulService
+	}
+	for _, s := range c.Sentinels {
+		if s.Service != "" {
+			return s.Service
+		}
+	}
+	return "redis-sentinel"
+}
+
+// TwemproxyServices lists the service names twemproxy pools use.
+func (c *Config) TwemproxyServices() []string {
+	return uniq("twemproxy", func(yield func(string) bool) {
+		for _, t := range c.Twemproxy {
+			if !yield(t.Service) {
+				return
+			}
+		}
+	})
+}
+
+func uniq(first string, seq func(func(string) bool)) []string {
+	out := []string{first}
+	for s := range seq {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

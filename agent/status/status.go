@@ -129,7 +129,20 @@ type Shard struct {
 	Masters  []ClusterNode `json:"masters"` // more than one passing is a split brain
 	Replicas []ClusterNode `json:"replicas"`
 	Other    []ClusterNode `json:"other"` // registered but critical with no role
+	// Health sums the shard up for a glance: ok, degraded, split-brain
+	// (more than one master answers in DNS) or down (none does).
+	Health string `json:"health"`
+	// Problems say in words why Health is not ok, worst first.
+	Problems []string `json:"problems,omitempty"`
 }
+
+// Shard health values, worst last.
+const (
+	HealthOK         = "ok"
+	HealthDegraded   = "degraded"
+	HealthSplitBrain = "split-brain"
+	HealthDown       = "down"
+)
 
 // ClusterNode is one registered service instance as Consul reports it.
 type ClusterNode struct {
@@ -147,6 +160,12 @@ type ClusterSentinel struct {
 	ClusterNode
 	// Agrees is true when this Sentinel's view of every master matches the truth.
 	Agrees *bool `json:"agrees,omitempty"`
+	// Up is whether this agent's link to the Sentinel works; nil when this
+	// agent does not talk to it.
+	Up *bool `json:"up,omitempty"`
+	// View is the Sentinel's answer per master name, as this agent last read
+	// it (master name -> host:port); empty when this agent does not talk to it.
+	View map[string]string `json:"view,omitempty"`
 }
 
 // ClusterProxy is one registered twemproxy pool.

@@ -215,7 +215,7 @@ func Binary(name string) (string, error) {
 	env := "RCA_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name)) + "_BIN"
 	if v := os.Getenv(env); v != "" {
 		if _, err := os.Stat(v); err != nil {
-			return "", fmt.Errorf("binary %s from $%s: %w", name, env, err)
+			return "", fmt.Errorf("binary %s from $%s: %w (fix $%s or unset it and run `make deps`)", name, env, err, env)
 		}
 		return v, nil
 	}

@@ -74,7 +74,7 @@ func (p *Process) Pid() int {
 }
 
 // Exited is closed when the current run of the process ends; each start makes
-// a fresh channel.
+// a fresh channel, so take it after the start you mean to watch.
 func (p *Process) Exited() <-chan struct{} {
 	_, ch := p.current()
 	return ch
@@ -242,9 +242,7 @@ func (p *Process) Resume() error { return p.signal(syscall.SIGCONT) }
 // Restart stops the process if it runs, waits until its ports are free, starts
 // it again with the same arguments and ports, and waits until it is ready.
 func (p *Process) Restart() error {
-	if err := p.Stop(); err != nil {
-		return err
-	}
+	_ = p.Stop() // a process that needed SIGKILL is gone all the same
 	ctx, cancel := context.WithTimeout(context.Background(), p.c.opts.StartTimeout)
 	defer cancel()
 	err := poll(ctx, p.name+" ports to be free", func(context.Context) error {

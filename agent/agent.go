@@ -1,0 +1,316 @@
+// Package agent wires the parts of redis-consul-agent together from a
+// configuration: the Consul registrar, the Sentinel monitor, a runner per
+// local Redis, Sentinel and twemproxy, and the HTTP surface. It owns the
+// lifecycle: start, SIGHUP reload, graceful stop that deregisters everything.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+)
+
+// Options configure an Agent.
+type Options struct {
+	Config *config.Config
+	// Reload returns the configuration to switch to on SIGHUP; the CLI
+	// passes a function that reads the file again.
+	Reload func() (*config.Config, error)
+	Logger hclog.Logger
+	// SetLevel, if set, is called with a reloaded log.level.
+	SetLevel func(string)
+}
+
+// Agent is one running redis-consul-agent.
+type Agent struct {
+	opts     Options
+	log      hclog.Logger
+	registry *prometheus.Registry
+	metrics  *telemetry.Metrics
+	journal  *telemetry.Journal
+	started  time.Time
+
+	mu  sync.Mutex
+	cfg *config.Config
+
+	consul    *api.Client
+	registrar *discovery.Registrar
+	monitor   *discovery.Monitor
+
+	redis     group
+	sentinels group
+	proxies   group
+}
+
+// New checks what can be checked before anything starts: the Consul client
+// and the TLS files.
+func New(o Options) (*Agent, error) {
+	if o.Config == nil {
+		return nil, errors.New("agent: no config")
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &Agent{
+		opts:     o,
+		log:      o.Logger.Named(telemetry.LogAgent),
+		registry: reg,
+		metrics:  telemetry.NewMetrics(reg),
+		journal:  telemetry.NewJournal(300),
+		started:  time.Now(),
+		cfg:      o.Config,
+	}
+	a.metrics.SetBuild(buildinfo.Version, buildinfo.CommitOrVCS())
+	c := o.Config
+	client, err := discovery.NewConsulClient(discovery.ConsulOptions{
+		Address: c.Consul.Address, Scheme: c.Consul.Scheme, Token: c.Consul.Token,
+		CAFile: c.Consul.CAFile, CertFile: c.Consul.CertFile, KeyFile: c.Consul.KeyFile,
+		TLSServerName: c.Consul.TLSServerName, InsecureSkipVerify: c.Consul.InsecureSkipVerify,
+		Datacenter: c.Consul.Datacenter,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	a.consul = client
+	a.registrar, err = discovery.NewRegistrar(discovery.RegistrarOptions{
+		Client: client, TTL: c.Consul.TTL.D(), DeregisterCriticalAfter: c.Consul.DeregisterAfter.D(),
+		ResyncInterval: c.Timing.ConsulResync.D(),
+		Logger:         o.Logger.Named(telemetry.LogConsul), Metrics: a.metrics, Journal: a.journal,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sentinelTLS, err := tlsConfig(c.Sentinel.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("sentinel.tls: %w", err)
+	}
+	mo := discovery.MonitorOptions{
+		Addresses: c.Sentinel.Addresses, Username: c.Sentinel.Username, Password: c.Sentinel.Password,
+		TLSConfig: sentinelTLS, QueryTimeout: c.Timing.SentinelTimeout.D(), ResyncInterval: c.Timing.SentinelResync.D(),
+		Logger: o.Logger.Named(telemetry.LogSentinel), Metrics: a.metrics, Journal: a.journal,
+	}
+	if c.Sentinel.ConsulService != "" {
+		mo.Discover = discovery.ConsulSentinels(client, c.Sentinel.ConsulService)
+	}
+	// The Monitor confirms a +switch-master with ROLE on the named node; it
+	// uses the first local Redis entry's credentials, which in practice are
+	// the same for every node of a shard.
+	if len(c.Redis) > 0 {
+		r := c.Redis[0]
+		mo.RedisUsername, mo.RedisPassword = r.Username, r.Password
+		if mo.RedisTLSConfig, err = tlsConfig(r.TLS); err != nil {
+			return nil, fmt.Errorf("redis[0].tls: %w", err)
+		}
+	}
+	if len(c.Sentinel.Addresses) > 0 || mo.Discover != nil {
+		if a.monitor, err = discovery.NewMonitor(mo); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Run runs every role until ctx is done, reloading on each receive from
+// reload, then stops every runner and deregisters everything it registered.
+func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBG()
+	var wg sync.WaitGroup
+	spawn := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(bg); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Error("component stopped", "component", name, "error", err)
+			}
+		}()
+	}
+	spawn("registrar", a.registrar.Run)
+	if a.monitor != nil {
+		spawn("sentinel monitor", a.monitor.Run)
+	}
+	if err := a.startHTTP(bg); err != nil {
+		cancelBG()
+		wg.Wait()
+		return err
+	}
+
+	a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start", Subject: a.cfg.NodeName, Detail: buildinfo.String()})
+	a.log.Info("agent started", "node", a.cfg.NodeName, "redis", len(a.cfg.Redis), "sentinels", len(a.cfg.Sentinels),
+		"twemproxy", len(a.cfg.Twemproxy), "http", a.cfg.HTTP.Address, "version", buildinfo.Version)
+	a.apply(bg, a.cfg)
+
+	for {
+		select {
+		case <-reload:
+			a.reload(bg)
+		case <-ctx.Done():
+			a.log.Info("stopping: deregistering every service this agent registered")
+			a.redis.stop()
+			a.sentinels.stop()
+			a.proxies.stop()
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := a.registrar.DeregisterAll(dctx); err != nil {
+				a.log.Error("deregister on stop", "error", err)
+			}
+			cancel()
+			cancelBG()
+			wg.Wait()
+			a.log.Info("stopped")
+			return nil
+		}
+	}
+}
+
+// reload reads the configuration again and applies what changed. A bad
+// file changes nothing: the agent keeps running the last good one.
+func (a *Agent) reload(ctx context.Context) {
+	if a.opts.Reload == nil {
+		return
+	}
+	c, err := a.opts.Reload()
+	if err != nil {
+		a.log.Error("reload: keeping the running configuration", "error", err)
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload-failed", Subject: a.cfg.NodeName, Detail: err.Error(), Level: "error"})
+		return
+	}
+	old := a.cfg
+	for _, section := range restartOnly(old, c) {
+		a.log.Warn("reload: this section changed but takes effect only after a restart", "section", section)
+	}
+	if c.Log.Level != old.Log.Level && a.opts.SetLevel != nil {
+		a.opts.SetLevel(c.Log.Level)
+	}
+	a.mu.Lock()
+	a.cfg = c
+	a.mu.Unlock()
+	a.apply(ctx, c)
+	a.log.Info("reloaded", "redis", len(c.Redis), "sentinels", len(c.Sentinels), "twemproxy", len(c.Twemproxy))
+	a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload", Subject: c.NodeName})
+}
+
+// restartOnly names the sections that a reload does not apply.
+func restartOnly(old, c *config.Config) []string {
+	var out []string
+	if !equal(old.Consul, c.Consul) {
+		out = append(out, "consul")
+	}
+	if !equal(old.Sentinel, c.Sentinel) {
+		out = append(out, "sentinel")
+	}
+	if old.HTTP != c.HTTP {
+		out = append(out, "http")
+	}
+	if old.Timing != c.Timing {
+		out = append(out, "timing")
+	}
+	if old.NodeName != c.NodeName {
+		out = append(out, "node_name")
+	}
+	return out
+}
+
+// apply makes the running runners match c.
+func (a *Agent) apply(ctx context.Context, c *config.Config) {
+	desired := map[string]any{}
+	for _, r := range c.Redis {
+		desired[discovery.ServiceID("redis", r.Announce)] = r
+	}
+	a.report("redis", a.redis.sync(ctx, desired, func(id string, spec any) (component, error) {
+		return a.startRedis(id, spec.(config.Redis), c)
+	}))
+
+	desired = map[string]any{}
+	for _, s := range c.Sentinels {
+		desired[discovery.ServiceID("redis-sentinel", s.Announce)] = s
+	}
+	a.report("sentinel", a.sentinels.sync(ctx, desired, func(id string, spec any) (component, error) {
+		return a.startSentinel(id, spec.(config.LocalSentinel), c)
+	}))
+
+	desired = map[string]any{}
+	for _, t := range c.Twemproxy {
+		desired[t.Name] = t
+	}
+	a.report("twemproxy", a.proxies.sync(ctx, desired, func(name string, spec any) (component, error) {
+		return a.startProxy(name, spec.(config.Twemproxy), c)
+	}))
+}
+
+func (a *Agent) report(kind string, errs []error) {
+	for _, err := range errs {
+		a.log.Error("cannot start", "kind", kind, "error", err)
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start-failed", Subject: kind, Detail: err.Error(), Level: "error"})
+	}
+}
+
+// removeService is the removal hook of a runner: its registration goes too.
+func (a *Agent) removeService(id string) func(context.Context) {
+	return func(ctx context.Context) {
+		if err := a.registrar.Remove(ctx, id); err != nil {
+			a.log.Error("deregister removed service", "service_id", id, "error", err)
+		}
+	}
+}
+
+func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (component, error) {
+	if a.monitor == nil {
+		return component{}, fmt.Errorf("redis %s: no Sentinels configured", r.Address)
+	}
+	tc, err := tlsConfig(r.TLS)
+	if err != nil {
+		return component{}, fmt.Errorf("redis %s: %w", r.Address, err)
+	}
+	inst, err := discovery.NewInstance(discovery.InstanceOptions{
+		Address: r.Address, Announce: r.Announce, MasterName: r.MasterName, Service: r.Service, Node: c.NodeName,
+		Username: r.Username, Password: r.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
+		Truth: a.monitor, Registry: a.registrar,
+		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+	})
+	if err != nil {
+		return component{}, err
+	}
+	return component{value: inst, run: a.runner("redis", id, inst.Run), removed: a.removeService(id)}, nil
+}
+
+func (a *Agent) startSentinel(id string, s config.LocalSentinel, c *config.Config) (component, error) {
+	tc, err := tlsConfig(s.TLS)
+	if err != nil {
+		return component{}, fmt.Errorf("sentinel %s: %w", s.Address, err)
+	}
+	si, err := discovery.NewSentinelInstance(discovery.SentinelInstanceOptions{
+		Address: s.Address, Announce: s.Announce, Service: s.Service,
+		Username: s.Username, Password: s.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
+		Registry: a.registrar,
+		Logger:   a.opts.Logger.Named(telemetry.LogSentinel).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+	})
+	if err != nil {
+		return component{}, err
+	}
+	return component{value: si, run: a.runner("sentinel", id, si.Run), removed: a.removeService(id)}, nil
+}
+
+// runner adapts a Run method to the group; an error other than the stop
+// itself is logged and journaled, since nobody else waits for it.
+func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
+	return func(ctx context.Context) {
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("runner stopped", "kind", kind, "id", id, "error", err)
+			a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "runner-failed", Subject: id, Detail: err.Error(), Level: "error"})
+		}
+	}
+}

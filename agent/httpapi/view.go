@@ -1,0 +1,286 @@
+package httpapi
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// The view model: what the dashboard template and the terminal table show,
+// derived once from a Snapshot and a Cluster so both read the same.
+
+// view is everything one render needs.
+type view struct {
+	Now      time.Time
+	Snap     status.Snapshot
+	Cluster  status.Cluster
+	Summary  summary
+	Shards   []shardView
+	Proxies  []proxyView
+	Timeline []failoverView
+	Events   []telemetry.Event
+	// EventsTotal is how many events the agent holds; Events is the newest part.
+	EventsTotal int
+	Refresh     time.Duration
+}
+
+// summary is the header line: how many shards are in which state.
+type summary struct {
+	Shards, OK, Degraded, SplitBrain, Down int
+	// Health is the worst shard health, or "unknown" with no shard at all.
+	Health string
+	// Text is the one-line verdict for the page title and the CLI.
+	Text string
+}
+
+type shardView struct {
+	status.Shard
+	// Master is the node to show big: the one master, or the Sentinel truth
+	// when Consul has none, or the first of a split brain.
+	Master      *status.ClusterNode
+	MasterIsAlt bool // Master is not in Consul as master: only Sentinel names it
+	Agree       string
+	AgreeOK     bool
+	Sentinels   []sentinelChip
+	Routes      []routeView
+	Failovers   int
+	LastFailAt  time.Time
+}
+
+// sentinelChip is one Sentinel's opinion of one shard.
+type sentinelChip struct {
+	Addr  string
+	State string // agree, disagree, down, unknown
+	Says  string // the address it names, when it disagrees
+	Title string
+}
+
+// routeView is one local twemproxy server line that routes a shard.
+type routeView struct {
+	Proxy, Pool, Addr, Want string
+	Matches                 bool
+}
+
+type proxyView struct {
+	status.ClusterProxy
+	Local   *status.Pool  // set when this agent manages the pool
+	Process *status.Proxy // the local twemproxy the pool belongs to
+}
+
+type failoverView struct {
+	telemetry.Failover
+	Consul, Twemproxy time.Duration // 0: not applied by this agent
+}
+
+// maxEvents is how many of the journal's events the dashboard lists.
+const maxEvents = 100
+
+func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.Duration) view {
+	v := view{Now: now, Snap: snap, Cluster: cl, Refresh: refresh}
+
+	// Which Sentinels monitor what, from Consul tags and this agent's views.
+	routes := map[string][]routeView{}
+	for _, p := range snap.Proxies {
+		for _, pool := range p.Pools {
+			for _, srv := range pool.Servers {
+				routes[srv.Name] = append(routes[srv.Name], routeView{
+					Proxy: p.Name, Pool: pool.Name, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
+				})
+			}
+		}
+	}
+	failCount := map[string]int{}
+	lastFail := map[string]time.Time{}
+	for _, f := range snap.Failovers {
+		failCount[f.Master]++
+		if f.At.After(lastFail[f.Master]) {
+			lastFail[f.Master] = f.At
+		}
+	}
+
+	for _, sh := range cl.Shards {
+		sv := shardView{Shard: sh, Routes: routes[sh.Name], Failovers: failCount[sh.Name], LastFailAt: lastFail[sh.Name]}
+		switch {
+		case len(sh.Masters) > 0:
+			m := sh.Masters[0]
+			sv.Master = &m
+		case sh.Truth != nil && sh.Truth.Addr != "":
+			sv.Master = &status.ClusterNode{Addr: sh.Truth.Addr, Status: api.HealthCritical, Output: "named by Sentinel, not a master in Consul"}
+			sv.MasterIsAlt = true
+		}
+		if t := sh.Truth; t != nil && t.Known > 0 {
+			sv.Agree = fmt.Sprintf("%d/%d agree", t.Agree, t.Known)
+			sv.AgreeOK = t.Agree == t.Known
+		}
+		for _, cs := range cl.Sentinels {
+			if !monitors(cs, sh.Name) {
+				continue
+			}
+			sv.Sentinels = append(sv.Sentinels, chip(cs, sh))
+		}
+		switch sv.Health {
+		case status.HealthOK:
+			v.Summary.OK++
+		case status.HealthSplitBrain:
+			v.Summary.SplitBrain++
+		case status.HealthDown:
+			v.Summary.Down++
+		default:
+			v.Summary.Degraded++
+		}
+		v.Shards = append(v.Shards, sv)
+	}
+	v.Summary.Shards = len(v.Shards)
+	v.Summary.Health, v.Summary.Text = verdict(v.Summary, cl.Error)
+
+	local := map[string]struct {
+		pool *status.Pool
+		proc *status.Proxy
+	}{}
+	for i := range snap.Proxies {
+		p := &snap.Proxies[i]
+		for j := range p.Pools {
+			if id := p.Pools[j].ServiceID; id != "" {
+				local[id] = struct {
+					pool *status.Pool
+					proc *status.Proxy
+				}{&p.Pools[j], p}
+			}
+		}
+	}
+	for _, cp := range cl.Proxies {
+		pv := proxyView{ClusterProxy: cp}
+		if l, ok := local[cp.ServiceID]; ok {
+			pv.Local, pv.Process = l.pool, l.proc
+		}
+		v.Proxies = append(v.Proxies, pv)
+	}
+
+	for i := len(snap.Failovers) - 1; i >= 0; i-- {
+		f := snap.Failovers[i]
+		fv := failoverView{Failover: f}
+		if !f.ConsulAt.IsZero() {
+			fv.Consul = f.ConsulAt.Sub(f.At)
+		}
+		if !f.TwemproxyAt.IsZero() {
+			fv.Twemproxy = f.TwemproxyAt.Sub(f.At)
+		}
+		v.Timeline = append(v.Timeline, fv)
+	}
+
+	v.EventsTotal = len(snap.Events)
+	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < maxEvents; i-- {
+		v.Events = append(v.Events, snap.Events[i])
+	}
+	return v
+}
+
+// verdict is the worst state and the words for it.
+func verdict(s summary, clusterErr string) (string, string) {
+	switch {
+	case s.SplitBrain > 0:
+		return status.HealthSplitBrain, plural(s.SplitBrain, "shard") + " in split brain"
+	case s.Down > 0:
+		return status.HealthDown, plural(s.Down, "shard") + " without a master"
+	case s.Degraded > 0:
+		return status.HealthDegraded, plural(s.Degraded, "shard") + " degraded"
+	case s.Shards == 0 && clusterErr != "":
+		return "unknown", "Consul unreachable"
+	case s.Shards == 0:
+		return "unknown", "no shard registered in Consul"
+	}
+	return status.HealthOK, "all " + plural(s.Shards, "shard") + " healthy"
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// monitors reports whether a Sentinel watches the shard, by its Consul tags
+// or by what this agent read from it.
+func monitors(cs status.ClusterSentinel, shard string) bool {
+	if _, ok := cs.View[shard]; ok {
+		return true
+	}
+	for _, t := range cs.Tags {
+		if t == shard || strings.EqualFold(t, shard) {
+			return true
+		}
+	}
+	return false
+}
+
+func chip(cs status.ClusterSentinel, sh status.Shard) sentinelChip {
+	c := sentinelChip{Addr: cs.Addr, State: "unknown"}
+	says, seen := cs.View[sh.Name]
+	switch {
+	case cs.Up != nil && !*cs.Up:
+		c.State = "down"
+		c.Title = "this agent cannot reach it"
+	case seen && sh.Truth != nil && sh.Truth.Addr != "" && sameAddr(says, sh.Truth.Addr):
+		c.State = "agree"
+		c.Title = "names " + says
+	case seen && sh.Truth != nil && sh.Truth.Addr != "":
+		c.State = "disagree"
+		c.Says = says
+		c.Title = "names " + says + ", the truth is " + sh.Truth.Addr
+	case cs.Status == api.HealthCritical:
+		c.State = "down"
+		c.Title = "critical in Consul: " + cs.Output
+	default:
+		c.Title = "Consul: " + cs.Status
+	}
+	return c
+}
+
+// shortDur prints a duration the way operators read reaction times: 3.2ms,
+// 850ms, 2.4s, 3m10s.
+func shortDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// ago is "12s ago", "3m05s ago"; "—" for a zero time.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	d := now.Sub(t)
+	if d < time.Second {
+		return "just now"
+	}
+	return shortDur(d.Truncate(time.Second)) + " ago"
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

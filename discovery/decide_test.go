@@ -1,0 +1,137 @@
+package discovery
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+func TestDecide(t *testing.T) {
+	const (
+		self  = "10.0.0.1:6379"
+		other = "10.0.0.2:6379"
+	)
+	majority := func(addr string) Master {
+		return Master{Name: "m", Addr: addr, Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3}
+	}
+	switched := func(addr string) Master {
+		return Master{Name: "m", Addr: addr, Source: SourceSwitchMaster, Agree: 1, Reporting: 3, Total: 3}
+	}
+	stale := func(addr string) Master {
+		return Master{Name: "m", Addr: addr, Source: SourceStale, Agree: 1, Reporting: 1, Total: 3}
+	}
+	master := LocalState{Reachable: true, Role: RoleMaster, Replicas: 2, Offset: 100}
+	replica := LocalState{Reachable: true, Role: RoleReplica, MasterAddr: other, LinkUp: true, Offset: 90}
+	linkDown := replica
+	linkDown.LinkUp, linkDown.LinkDown = false, 3*time.Second
+
+	tests := []struct {
+		name       string
+		local      LocalState
+		truth      Master
+		self       []string
+		wantRole   string
+		wantStatus string
+		wantWhy    string
+	}{
+		{"master confirmed by majority", master, majority(self), nil, RoleMaster, api.HealthPassing, "confirmed by Sentinel"},
+		{"master confirmed by switch-master", master, switched(self), nil, RoleMaster, api.HealthPassing, "switch-master"},
+		{"master confirmed through the connect address", master, majority("127.0.0.1:6379"), []string{"127.0.0.1:6379"}, RoleMaster, api.HealthPassing, "confirmed"},
+		{"master confirmed, address written differently", master, majority("10.0.0.1:06379"), nil, RoleMaster, api.HealthPassing, "confirmed"},
+		{"old master came back", master, majority(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names " + other},
+		{"old master while switch-master names another", master, switched(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names"},
+		{"master, stale truth names another", master, stale(other), nil, RoleUnknown, api.HealthCritical, "stale"},
+		{"master, stale truth names self", master, stale(self), nil, RoleMaster, api.HealthWarning, "keeping the local role"},
+		{"master, truth never learnt", master, Master{}, nil, RoleMaster, api.HealthWarning, "Sentinel truth unknown"},
+		{"replica healthy", replica, majority(other), nil, RoleReplica, api.HealthPassing, "replica of " + other + ", link up"},
+		{"replica link down", linkDown, majority(other), nil, RoleReplica, api.HealthWarning, "master_link_status down for 3s"},
+		{"replica follows a node the truth does not name", replica, majority("10.0.0.3:6379"), nil, RoleReplica, api.HealthWarning, "Sentinel names 10.0.0.3:6379"},
+		{"replica, truth unknown", replica, stale(other), nil, RoleReplica, api.HealthWarning, "Sentinel truth unknown"},
+		{"replica named by the truth (failover in progress)", replica, majority(self), nil, RoleReplica, api.HealthWarning, "Sentinel names " + self},
+		{"unreachable keeps the last role", LocalState{Err: "connection refused", LastRole: RoleReplica}, majority(other), nil, RoleReplica, api.HealthCritical, "unreachable: connection refused"},
+		{"unreachable master still named by the truth", LocalState{Err: "i/o timeout", LastRole: RoleMaster}, majority(self), nil, RoleMaster, api.HealthCritical, "unreachable"},
+		{"unreachable master after the truth moved", LocalState{Err: "refused", LastRole: RoleMaster}, switched(other), nil, RoleUnknown, api.HealthCritical, "unreachable"},
+		{"unreachable before the first read", LocalState{Err: "refused"}, majority(other), nil, RoleUnknown, api.HealthCritical, "unreachable"},
+		{"loading", LocalState{Reachable: true, Loading: true, Role: RoleMaster, LastRole: RoleReplica}, majority(other), nil, RoleReplica, api.HealthCritical, "loading"},
+		{"not a data node", LocalState{Reachable: true, Role: "sentinel"}, majority(other), nil, RoleUnknown, api.HealthCritical, `ROLE says "sentinel"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			selfAddrs := tt.self
+			if selfAddrs == nil {
+				selfAddrs = []string{self}
+			}
+			d := Decide(tt.local, tt.truth, selfAddrs...)
+			if d.Role != tt.wantRole || d.Status != tt.wantStatus || !strings.Contains(d.Why, tt.wantWhy) {
+				t.Fatalf("Decide = %s/%s %q, want %s/%s containing %q", d.Role, d.Status, d.Why, tt.wantRole, tt.wantStatus, tt.wantWhy)
+			}
+			if d.Role == RoleReplica && d.MasterAddr != tt.local.MasterAddr && tt.local.Reachable {
+				t.Fatalf("replica MasterAddr = %q, want %q", d.MasterAddr, tt.local.MasterAddr)
+			}
+		})
+	}
+}
+
+// TestDecideNeverTwoMasters walks every combination of local role and truth
+// for two nodes and checks that at most one of them is advertised as a
+// passing or warning master whenever the truth is known.
+func TestDecideNeverTwoMasters(t *testing.T) {
+	nodes := []string{"10.0.0.1:6379", "10.0.0.2:6379"}
+	locals := []LocalState{
+		{Reachable: true, Role: RoleMaster},
+		{Reachable: true, Role: RoleReplica, LinkUp: true, MasterAddr: nodes[0]},
+		{Err: "down", LastRole: RoleMaster},
+	}
+	for _, src := range []string{SourceMajority, SourceSwitchMaster, SourceStale} {
+		for _, truthAddr := range nodes {
+			truth := Master{Name: "m", Addr: truthAddr, Source: src, Total: 3}
+			for _, l0 := range locals {
+				for _, l1 := range locals {
+					masters := 0
+					for i, l := range []LocalState{l0, l1} {
+						d := Decide(l, truth, nodes[i])
+						if d.Role == RoleMaster && d.Status != api.HealthCritical {
+							masters++
+						}
+					}
+					if masters > 1 {
+						t.Fatalf("two advertised masters with truth %s (%s), locals %+v and %+v", truthAddr, src, l0, l1)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	ids := map[[2]string]string{
+		{"redis", "10.0.0.5:6379"}:          "redis-10.0.0.5-6379",
+		{"redis-sentinel", "127.0.0.1:1"}:   "redis-sentinel-127.0.0.1-1",
+		{"redis", "[fe80::1]:6379"}:         "redis-fe80--1-6379",
+		{"redis", "cache-1.example:6379"}:   "redis-cache-1.example-6379",
+		{"redis", "host_with space:6379"}:   "redis-host_with-space-6379",
+		{"redis", "no-port"}:                "redis-no-port",
+		{"cache/x", "10.0.0.5:6379"}:        "cache-x-10.0.0.5-6379",
+		{"redis", "[::ffff:10.0.0.5]:6379"}: "redis---ffff-10.0.0.5-6379",
+	}
+	for in, want := range ids {
+		if got := ServiceID(in[0], in[1]); got != want {
+			t.Errorf("ServiceID(%q, %q) = %q, want %q", in[0], in[1], got, want)
+		}
+	}
+	labels := map[string]string{
+		"mymaster":              "mymaster",
+		"My_Master.01":          "my-master-01",
+		"--shard a--":           "shard-a",
+		"___":                   "x",
+		"éclair":                "clair",
+		strings.Repeat("a", 70): strings.Repeat("a", 55),
+	}
+	for in, want := range labels {
+		if got := DNSLabel(in); got != want {
+			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package discovery
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// TruthSource is what the role logic needs from the Monitor.
+type TruthSource interface {
+	Masters() map[string]Master
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Registry is what the runners need from the Registrar: hand over the
+// desired state, which it writes only when it changed.
+type Registry interface {
+	Update(ctx context.Context, svc Service, h Health) error
+}
+
+// InstanceOptions configure the runner of one local Redis.
+type InstanceOptions struct {
+	Address    string // where the agent connects (host:port)
+	Announce   string // what goes into Consul and what Sentinel calls it; default Address
+	MasterName string // the Sentinel master name (shard); required
+	Service    string // Consul service name; default "redis"
+	Node       string // this agent's node name, for logs and status
+
+	Username  string
+	Password  string
+	TLSConfig *tls.Config
+
+	// Tick is how often the role is re-read without a Sentinel event
+	// (default 1s); Timeout bounds each read of Redis (default 500ms).
+	Tick    time.Duration
+	Timeout time.Duration
+
+	Truth    TruthSource // required: usually the Monitor
+	Registry Registry    // required: usually the Registrar
+
+	Logger  hclog.Logger
+	Metrics *telemetry.Metrics
+	Journal *telemetry.Journal
+}
+
+// InstanceStatus is a snapshot of one local Redis for the status API.
+type InstanceStatus struct {
+	Address    string    `json:"address"`
+	Announce   string    `json:"announce"`
+	ServiceID  string    `json:"service_id"`
+	MasterName string    `json:"master_name"`
+	LocalRole  string    `json:"local_role,omitempty"` // what ROLE says
+	Role       string    `json:"role"`                 // what Consul shows
+	Status     string    `json:"status"`
+	Output     string    `json:"output"`
+	Truth      string    `json:"truth,omitempty"` // the Sentinel truth used, "addr (source)"
+	Version    string    `json:"redis_version,omitempty"`
+	Updated    time.Time `json:"updated,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// Instance keeps one local Redis registered with the role the Sentinel
+// truth allows (see Decide). It re-reads the role on every truth change for
+// its master name, at once, and on a short tick.
+type Instance struct {
+	opts InstanceOptions
+	log  hclog.Logger
+	id   string
+	host string
+	port int
+
+	client *redis.Client
+
+	mu        sync.Mutex
+	status    InstanceStatus
+	lastRole  string // role last written to Consul
+	lastTruth Master
+	version   string
+	lastErr   string
+}
+
+// NewInstance checks the options and returns the runner; Run starts it.
+func NewInstance(o InstanceOptions) (*Instance, error) {
+	if o.Announce == "" {
+		o.Announce = o.Address
+	}
+	if _, _, err := splitPort(o.Address); err != nil {
+		return nil, fmt.Errorf("redis instance: %w", err)
+	}
+	host, port, err := splitPort(o.Announce)
+	if err != nil {
+		return nil, fmt.Errorf("redis instance %s: announce: %w", o.Address, err)
+	}
+	if o.MasterName == "" {
+		return nil, fmt.Errorf("redis instance %s: master_name is required", o.Address)
+	}
+	if o.Truth == nil || o.Registry == nil {
+		return nil, fmt.Errorf("redis instance %s: truth source and registry are required", o.Address)
+	}
+	if o.Service == "" {
+		o.Service = "redis"
+	}
+	if o.Tick <= 0 {
+		o.Tick = time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewTestMetrics()
+	}
+	id := ServiceID(o.Service, o.Announce)
+	i := &Instance{
+		opts: o,
+		log:  o.Logger.With("service_id", id),
+		id:   id,
+		host: host,
+		port: port,
+	}
+	i.status = InstanceStatus{
+		Address: o.Address, Announce: o.Announce, ServiceID: id, MasterName: o.MasterName, Role: RoleUnknown,
+	}
+	return i, nil
+}
+
+// ServiceID is the Consul service ID this runner registers, so the owner can
+// remove it when the instance leaves the configuration.
+func (i *Instance) ServiceID() string { return i.id }
+
+// Status returns a snapshot for the status API.
+func (i *Instance) Status() InstanceStatus {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.status
+}
+
+// Run keeps the registration in step until ctx is done and returns nil.
+// It does not deregister: the Registrar's owner decides that.
+func (i *Instance) Run(ctx context.Context) error {
+	i.client = redis.NewClient(&redis.Options{
+		Addr:                  i.opts.Address,
+		Username:              i.opts.Username,
+		Password:              i.opts.Password,
+		TLSConfig:             i.opts.TLSConfig,
+		Protocol:              2,
+		DisableIdentity:       true,
+		DialTimeout:           i.opts.Timeout,
+		ReadTimeout:           i.opts.Timeout,
+		WriteTimeout:          i.opts.Timeout,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		PoolSize:              2,
+	})
+	defer i.client.Close()
+	notify, unsubscribe := i.opts.Truth.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(i.opts.Tick)
+	defer tick.Stop()
+
+	i.evaluate(ctx, "start")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			i.evaluate(ctx, "tick")
+		case <-notify:
+			t := i.opts.Truth.Masters()[i.opts.MasterName]
+			i.mu.Lock()
+			prev := i.lastTruth
+			i.mu.Unlock()
+			if !sameAddr(t.Addr, prev.Addr) || t.Known() != prev.Known() {
+				i.evaluate(ctx, "sentinel")
+			}
+		}
+	}
+}
+
+// evaluate reads Redis, decides and hands the result to the Registry.
+func (i *Instance) evaluate(ctx context.Context, why string) {
+	local := i.read(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	truth := i.opts.Truth.Masters()[i.opts.MasterName]
+	d := Decide(local, truth, i.opts.Announce, i.opts.Address)
+	svc := Service{
+		ID:      i.id,
+		Name:    i.opts.Service,
+		Tags:    roleTags(d.Role, i.opts.MasterName),
+		Meta:    map[string]string{"role": d.Role, "master_name": i.opts.MasterName},
+		Address: i.host,
+		Port:    i.port,
+	}
+	if d.MasterAddr != "" {
+		svc.Meta["master_addr"] = d.MasterAddr
+	}
+	if local.Version != "" {
+		svc.Meta["redis_version"] = local.Version
+	}
+	err := i.opts.Registry.Update(ctx, svc, Health{Status: d.Status, Output: d.Why})
+	now := time.Now()
+
+	i.mu.Lock()
+	prevRole := i.lastRole
+	i.lastTruth = truth
+	i.status.LocalRole = local.Role
+	i.status.Role, i.status.Status, i.status.Output = d.Role, d.Status, d.Why
+	i.status.Version = local.Version
+	i.status.Truth = ""
+	if truth.Addr != "" {
+		i.status.Truth = truth.Addr + " (" + truth.Source + ")"
+	}
+	i.status.Updated = now
+	if err == nil {
+		i.lastRole = d.Role
+		i.status.LastError = ""
+	} else {
+		i.status.LastError = err.Error()
+	}
+	logErr := err != nil && err.Error() != i.lastErr
+	i.lastErr = errString(err)
+	i.mu.Unlock()
+
+	if logErr {
+		i.log.Error("consul update failed; the registrar retries", "error", err)
+	}
+	if err != nil {
+		return
+	}
+	telemetry.SetOneOf(i.opts.Metrics.RedisRole, []string{i.id, i.opts.MasterName}, d.Role,
+		RoleMaster, RoleReplica, RoleUnknown)
+	if d.Role != prevRole {
+		i.log.Info("role", "role", d.Role, "status", d.Status, "why", d.Why, "trigger", why)
+	}
+	if d.Role == RoleMaster && prevRole != RoleMaster {
+		if took, ok := i.opts.Journal.Applied("consul", i.opts.MasterName, truth.Addr, now); ok {
+			i.opts.Metrics.Reaction.WithLabelValues("consul").Observe(took.Seconds())
+			i.log.Info("failover applied in consul", "master_name", i.opts.MasterName, "took", took)
+		}
+	}
+}
+
+// roleTags are the tags of DESIGN §5 for a role; none for RoleUnknown.
+func roleTags(role, masterName string) []string {
+	if role != RoleMaster && role != RoleReplica {
+		return nil
+	}
+	return []string{role, DNSLabel(masterName) + "-" + role}
+}
+
+// read asks Redis for ROLE and INFO in one round trip.
+func (i *Instance) read(ctx context.Context) LocalState {
+	i.mu.Lock()
+	st := LocalState{LastRole: i.lastRole, Version: i.version}
+	i.mu.Unlock()
+
+	rctx, cancel := context.WithTimeout(ctx, i.opts.Timeout)
+	defer cancel()
+	pipe := i.client.Pipeline()
+	roleCmd := pipe.Do(rctx, "role")
+	replCmd := pipe.Info(rctx, "replication")
+	persCmd := pipe.Info(rctx, "persistence")
+	var serverCmd *redis.StringCmd
+	if st.Version == "" {
+		serverCmd = pipe.Info(rctx, "server")
+	}
+	_, _ = pipe.Exec(rctx)
+
+	if err := roleCmd.Err(); err != nil {
+		if strings.HasPrefix(err.Error(), "LOADING") {
+			st.Reachable, st.Loading = true, true
+			return st
+		}
+		st.Err = err.Error()
+		if errors.Is(err, context.DeadlineExceeded) {
+			st.Err = fmt.Sprintf("no answer within %s", i.opts.Timeout)
+		}
+		// It may come back upgraded: read the version again then.
+		i.mu.Lock()
+		i.version = ""
+		i.mu.Unlock()
+		return st
+	}
+	st.Reachable = true
+	v, err := roleCmd.Slice()
+	if err == nil {
+		var r roleInfo
+		r, err = parseRole(v)
+		st.Role, st.MasterAddr, st.Offset, st.Replicas = r.Role, r.MasterAddr, r.Offset, r.Replicas
+	}
+	if err != nil {
+		st.Reachable, st.Err = false, err.Error()
+		return st
+	}
+	if info, err := persCmd.Result(); err == nil && parseInfo(info)["loading"] == "1" {
+		st.Loading = true
+	}
+	if info, err := replCmd.Result(); err == nil && st.Role == RoleReplica {
+		kv := parseInfo(info)
+		st.LinkUp = kv["master_link_status"] == "up"
+		if s, err := strconv.Atoi(kv["master_link_down_since_seconds"]); err == nil && s >= 0 && !st.LinkUp {
+			st.LinkDown = time.Duration(s) * time.Second
+		}
+	}
+	if serverCmd != nil {
+		if info, err := serverCmd.Result(); err == nil {
+			st.Version = parseInfo(info)["redis_version"]
+			i.mu.Lock()
+			i.version = st.Version
+			i.mu.Unlock()
+		}
+	}
+	return st
+}
+
+// parseInfo parses INFO output into key/value pairs.
+func parseInfo(s string) map[string]string {
+	kv := make(map[string]string)
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}

@@ -1,0 +1,598 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// Service is the definition of one service this agent registers. Everything
+// in it is slow-changing: a change is a registration write that Consul syncs
+// to its servers, so fast-changing facts belong in Health.Output.
+type Service struct {
+	ID      string            `json:"id"`
+	Name    string            `json:"name"`
+	Tags    []string          `json:"tags"`
+	Meta    map[string]string `json:"meta,omitempty"`
+	Address string            `json:"address"`
+	Port    int               `json:"port"`
+}
+
+// Health is the state of a service's TTL check.
+type Health struct {
+	Status string `json:"status"` // api.HealthPassing, api.HealthWarning or api.HealthCritical
+	Output string `json:"output"` // why, for operators
+}
+
+// RegistrarOptions configure a Registrar. Zero timings take the defaults.
+type RegistrarOptions struct {
+	Client *api.Client // required
+
+	// TTL of the checks (default 10s). The Registrar refreshes each one every
+	// TTL/3, so a killed agent's services go critical within about a TTL.
+	TTL time.Duration
+	// DeregisterCriticalAfter lets Consul drop a service whose check stayed
+	// critical that long, e.g. because its agent died (default 10m).
+	DeregisterCriticalAfter time.Duration
+	// ResyncInterval is how often the Registrar lists the agent's services
+	// to re-register any the Consul agent lost (default 2s).
+	ResyncInterval time.Duration
+	// WriteTimeout bounds each Consul request (default 2s).
+	WriteTimeout time.Duration
+	// BackoffMin and BackoffMax bound the retry delay of a failing
+	// registration (default 250ms and 10s).
+	BackoffMin, BackoffMax time.Duration
+
+	Logger  hclog.Logger
+	Metrics *telemetry.Metrics
+	Journal *telemetry.Journal
+}
+
+func (o *RegistrarOptions) setDefaults() {
+	if o.TTL <= 0 {
+		o.TTL = 10 * time.Second
+	}
+	if o.DeregisterCriticalAfter <= 0 {
+		o.DeregisterCriticalAfter = 10 * time.Minute
+	}
+	if o.ResyncInterval <= 0 {
+		o.ResyncInterval = 2 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 2 * time.Second
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 250 * time.Millisecond
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = max(10*time.Second, o.BackoffMin)
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewTestMetrics()
+	}
+}
+
+// Registrar is the single owner of everything this agent registers in the
+// local Consul agent. Runners hand it the desired state with Update; it
+// writes only what changed, keeps the TTL checks alive, and repairs what the
+// Consul agent lost. Safe for concurrent use.
+//
+// It registers through the agent API only (never the catalog), so Consul's
+// anti-entropy keeps the tags. Consul restores the status and output of a
+// check that already exists when a service is re-registered, so a
+// definition change is followed by a check update; the two writes are
+// ordered so that no intermediate state advertises more than either end
+// state (see sync).
+type Registrar struct {
+	opts  RegistrarOptions
+	agent *api.Agent
+	log   hclog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+
+	wake chan struct{}
+}
+
+// entry is one service: what the runner wants and what Consul holds as far
+// as the Registrar knows. Its mutex serializes the writes for that service
+// only, so a slow write does not hold up another service's failover.
+type entry struct {
+	mu sync.Mutex
+
+	want       Service
+	wantHealth Health
+
+	registered bool // Consul holds `have` as the definition
+	have       Service
+	sentStatus string // check status last written; "" when unknown
+	sentOutput string
+
+	removed bool
+
+	retry     backoff
+	retryAt   time.Time // zero: nothing to retry
+	lastErr   error
+	lastWrite time.Time
+}
+
+// NewRegistrar returns a Registrar; call Run to keep its registrations alive.
+func NewRegistrar(o RegistrarOptions) (*Registrar, error) {
+	if o.Client == nil {
+		return nil, errors.New("registrar: consul client is required")
+	}
+	o.setDefaults()
+	return &Registrar{
+		opts:    o,
+		agent:   o.Client.Agent(),
+		log:     o.Logger,
+		entries: make(map[string]*entry),
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// CheckID is the ID of the TTL check of service id, the one Consul itself
+// gives a service's single check.
+func CheckID(id string) string { return "service:" + id }
+
+// Update makes Consul hold svc with health h. A changed definition
+// (name, tags, meta, address, port) is registered at once, and a changed
+// check status is written at once: a failover reaches Consul in one or two
+// local HTTP writes. A change of the output alone is not written now: it
+// rides on the next TTL refresh, so facts that change every second (offsets,
+// lag) cost no extra writes. Nothing changed: no write.
+//
+// On error the desired state is kept and Run retries it with backoff.
+func (r *Registrar) Update(ctx context.Context, svc Service, h Health) error {
+	if svc.ID == "" || svc.Name == "" {
+		return fmt.Errorf("register %q: service ID and name are required", svc.ID)
+	}
+	switch h.Status {
+	case api.HealthPassing, api.HealthWarning, api.HealthCritical:
+	default:
+		return fmt.Errorf("register %s: invalid check status %q", svc.ID, h.Status)
+	}
+	svc.Tags = slices.Clone(svc.Tags)
+	svc.Meta = maps.Clone(svc.Meta)
+
+	r.mu.Lock()
+	e := r.entries[svc.ID]
+	if e == nil {
+		e = &entry{retry: backoff{min: r.opts.BackoffMin, max: r.opts.BackoffMax}}
+		r.entries[svc.ID] = e
+	}
+	r.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		// Lost a race with Remove; the caller will come back if it still
+		// wants the service.
+		return fmt.Errorf("register %s: service was removed", svc.ID)
+	}
+	e.want, e.wantHealth = svc, h
+	if !e.needsWrite() {
+		return nil
+	}
+	err := r.sync(ctx, e)
+	r.afterSync(e, err)
+	return err
+}
+
+// needsWrite reports whether Consul lacks the definition or the status.
+func (e *entry) needsWrite() bool {
+	return !e.registered || !sameService(e.have, e.want) || e.sentStatus != e.wantHealth.Status
+}
+
+// afterSync schedules a retry after a failed write and clears it after a
+// good one.
+func (r *Registrar) afterSync(e *entry, err error) {
+	if err == nil {
+		e.retry.reset()
+		e.retryAt = time.Time{}
+		return
+	}
+	e.retryAt = time.Now().Add(e.retry.next())
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sync writes what Consul lacks for e. Caller holds e.mu.
+//
+// When the definition changed, two writes are needed (see Registrar). For a
+// status that is not passing the check is updated first, then the service:
+// in between, the old tags carry the worse status. For passing, the service
+// goes first: in between, the new tags carry the old status. Either way no
+// moment advertises, say, a new master tag as passing before it is, or an
+// old master tag as passing after it stopped being one.
+func (r *Registrar) sync(ctx context.Context, e *entry) error {
+	id := e.want.ID
+	if e.registered && sameService(e.have, e.want) {
+		err := r.updateTTL(ctx, e)
+		if !isNotFound(err) {
+			return err
+		}
+		r.log.Warn("consul lost the check, registering again", "service_id", id)
+		e.registered = false
+	}
+	if e.registered && e.wantHealth.Status != api.HealthPassing && e.sentStatus != e.wantHealth.Status {
+		if err := r.updateTTL(ctx, e); err != nil {
+			if !isNotFound(err) {
+				return err
+			}
+			e.registered = false
+		}
+	}
+	if err := r.register(ctx, e); err != nil {
+		return err
+	}
+	if e.sentStatus == e.wantHealth.Status && e.sentOutput == e.wantHealth.Output {
+		return nil
+	}
+	if err := r.updateTTL(ctx, e); err != nil {
+		return fmt.Errorf("set check status after registering: %w", err)
+	}
+	return nil
+}
+
+// register writes e.want with a TTL check whose initial status is the wanted
+// one (Consul keeps an existing check's status instead; sync handles that).
+func (r *Registrar) register(ctx context.Context, e *entry) error {
+	s := e.want
+	reg := &api.AgentServiceRegistration{
+		ID:      s.ID,
+		Name:    s.Name,
+		Tags:    s.Tags,
+		Meta:    s.Meta,
+		Address: s.Address,
+		Port:    s.Port,
+		Check: &api.AgentServiceCheck{
+			CheckID:                        CheckID(s.ID),
+			Name:                           s.Name + " role and health (redis-consul-agent)",
+			TTL:                            r.opts.TTL.String(),
+			Status:                         e.wantHealth.Status,
+			Notes:                          "TTL refreshed by redis-consul-agent; the output says why.",
+			DeregisterCriticalServiceAfter: r.opts.DeregisterCriticalAfter.String(),
+		},
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
+	defer cancel()
+	err := r.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(wctx))
+	r.opts.Metrics.ConsulWrites.WithLabelValues("register").Inc()
+	if err != nil {
+		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("register").Inc()
+		e.registered = false
+		return r.explain("register", s, err)
+	}
+	wasRegistered := e.registered
+	e.registered, e.have = true, s
+	if !wasRegistered {
+		// Whether the check existed before is unknown: sync writes the
+		// status and output right after.
+		e.sentStatus, e.sentOutput = "", ""
+	}
+	e.lastWrite = time.Now()
+	r.log.Info("registered", "service_id", s.ID, "tags", strings.Join(s.Tags, ","), "status", e.wantHealth.Status)
+	r.opts.Journal.Add(telemetry.Event{
+		Kind: telemetry.KindConsul, Type: "register", Subject: s.ID,
+		Detail: fmt.Sprintf("tags=[%s] status=%s", strings.Join(s.Tags, ","), e.wantHealth.Status),
+	})
+	return nil
+}
+
+// updateTTL writes the wanted status and output, which also resets the TTL.
+// An unknown check (the Consul agent lost it) leads to a registration.
+func (r *Registrar) updateTTL(ctx context.Context, e *entry) error {
+	id, h := e.want.ID, e.wantHealth
+	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
+	defer cancel()
+	err := r.agent.UpdateTTLOpts(CheckID(id), truncateOutput(h.Output), h.Status, (&api.QueryOptions{}).WithContext(wctx))
+	r.opts.Metrics.ConsulWrites.WithLabelValues("ttl").Inc()
+	if err != nil {
+		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("ttl").Inc()
+		return r.explain("update check of", e.want, err)
+	}
+	prev := e.sentStatus
+	e.sentStatus, e.sentOutput = h.Status, h.Output
+	e.lastWrite = time.Now()
+	telemetry.SetOneOf(r.opts.Metrics.CheckStatus, []string{id}, h.Status,
+		api.HealthPassing, api.HealthWarning, api.HealthCritical)
+	if prev != h.Status {
+		level := "info"
+		if h.Status != api.HealthPassing {
+			level = "warn"
+		}
+		r.log.Info("check status", "service_id", id, "status", h.Status, "output", h.Output)
+		r.opts.Journal.Add(telemetry.Event{
+			Kind: telemetry.KindConsul, Type: "status", Subject: id,
+			Detail: h.Status + ": " + h.Output, Level: level,
+		})
+	}
+	return nil
+}
+
+// truncateOutput keeps check output within what Consul stores by default
+// (4 KiB), cutting on a rune boundary.
+func truncateOutput(s string) string {
+	const limit = 4096
+	if len(s) <= limit {
+		return s
+	}
+	s = s[:limit]
+	for len(s) > 0 && !isRuneStart(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// explain turns a Consul error into one that says what was being done and,
+// for an ACL denial, which right is probably missing.
+func (r *Registrar) explain(op string, s Service, err error) error {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		return fmt.Errorf("%s %s: consul denied the request (ACL token lacks service:write on %q?): %w", op, s.ID, s.Name, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s %s: consul did not answer within %s: %w", op, s.ID, r.opts.WriteTimeout, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, s.ID, err)
+}
+
+// isNotFound reports whether err says the service or check is unknown to
+// the Consul agent.
+func isNotFound(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code == http.StatusNotFound || strings.Contains(strings.ToLower(se.Body), "unknown check") ||
+			strings.Contains(se.Body, "does not have associated TTL")
+	}
+	return false
+}
+
+// Remove deregisters service id and forgets it, so that Run does not bring
+// it back. If Consul cannot be reached the service is forgotten anyway: its
+// TTL expires and Consul drops it after DeregisterCriticalAfter.
+func (r *Registrar) Remove(ctx context.Context, id string) error {
+	r.mu.Lock()
+	e := r.entries[id]
+	delete(r.entries, id)
+	r.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.removed = true
+	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
+	defer cancel()
+	err := r.agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(wctx))
+	r.opts.Metrics.ConsulWrites.WithLabelValues("deregister").Inc()
+	r.opts.Metrics.CheckStatus.DeletePartialMatch(map[string]string{"service_id": id})
+	if err != nil && !isNotFound(err) {
+		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("deregister").Inc()
+		return r.explain("deregister", e.want, err)
+	}
+	r.log.Info("deregistered", "service_id", id)
+	r.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "deregister", Subject: id})
+	return nil
+}
+
+// DeregisterAll removes every service this Registrar registered, for a
+// graceful stop. It tries them all and returns the errors joined.
+func (r *Registrar) DeregisterAll(ctx context.Context) error {
+	r.mu.Lock()
+	ids := slices.Sorted(maps.Keys(r.entries))
+	r.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		if err := r.Remove(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RegistrationStatus is a snapshot of one service for the status API.
+type RegistrationStatus struct {
+	Service
+	Status     string    `json:"status"`
+	Output     string    `json:"output"`
+	Registered bool      `json:"registered"` // Consul holds the definition and status, as far as the agent knows
+	LastWrite  time.Time `json:"last_write,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// Status returns every service this Registrar owns, sorted by ID.
+func (r *Registrar) Status() []RegistrationStatus {
+	r.mu.Lock()
+	es := make([]*entry, 0, len(r.entries))
+	for _, e := range r.entries {
+		es = append(es, e)
+	}
+	r.mu.Unlock()
+	out := make([]RegistrationStatus, 0, len(es))
+	for _, e := range es {
+		e.mu.Lock()
+		st := RegistrationStatus{
+			Service:    e.want,
+			Status:     e.wantHealth.Status,
+			Output:     e.wantHealth.Output,
+			Registered: e.registered && sameService(e.have, e.want) && e.sentStatus == e.wantHealth.Status,
+			LastWrite:  e.lastWrite,
+		}
+		if e.lastErr != nil {
+			st.LastError = e.lastErr.Error()
+		}
+		e.mu.Unlock()
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Run keeps the registrations alive until ctx is done: it refreshes every
+// TTL check each TTL/3 (carrying the latest output), re-registers services
+// the Consul agent lost (checked every ResyncInterval) and retries failed
+// writes with capped exponential backoff. It returns nil when ctx is done;
+// deregistering is left to the owner (DeregisterAll), which knows whether
+// this is a stop or a restart.
+func (r *Registrar) Run(ctx context.Context) error {
+	refresh := time.NewTicker(r.opts.TTL / 3)
+	defer refresh.Stop()
+	resync := time.NewTicker(r.opts.ResyncInterval)
+	defer resync.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-refresh.C:
+			r.refresh(ctx)
+		case <-resync.C:
+			r.resync(ctx)
+		case <-retry.C:
+		case <-r.wake:
+		}
+		next := r.retryDue(ctx)
+		retry.Stop()
+		if !next.IsZero() {
+			retry.Reset(max(time.Until(next), time.Millisecond))
+		}
+	}
+}
+
+// snapshot returns the entries, so that no write happens under r.mu.
+func (r *Registrar) snapshot() []*entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	es := make([]*entry, 0, len(r.entries))
+	for _, id := range slices.Sorted(maps.Keys(r.entries)) {
+		es = append(es, r.entries[id])
+	}
+	return es
+}
+
+// refresh resets every TTL and writes the latest output.
+func (r *Registrar) refresh(ctx context.Context) {
+	for _, e := range r.snapshot() {
+		if ctx.Err() != nil {
+			return
+		}
+		e.mu.Lock()
+		if !e.removed && e.retryAt.IsZero() {
+			err := r.sync(ctx, e)
+			r.noteResult(e, err)
+			r.afterSync(e, err)
+		}
+		e.mu.Unlock()
+	}
+}
+
+// retryDue retries the failed entries whose backoff has passed and returns
+// the earliest pending retry time (zero if none).
+func (r *Registrar) retryDue(ctx context.Context) time.Time {
+	var next time.Time
+	for _, e := range r.snapshot() {
+		if ctx.Err() != nil {
+			return time.Time{}
+		}
+		e.mu.Lock()
+		if !e.removed && !e.retryAt.IsZero() {
+			if !time.Now().Before(e.retryAt) {
+				err := r.sync(ctx, e)
+				r.noteResult(e, err)
+				r.afterSync(e, err)
+			}
+			if !e.retryAt.IsZero() && (next.IsZero() || e.retryAt.Before(next)) {
+				next = e.retryAt
+			}
+		}
+		e.mu.Unlock()
+	}
+	return next
+}
+
+// noteResult logs a failure once per distinct error and a recovery once.
+// Caller holds e.mu.
+func (r *Registrar) noteResult(e *entry, err error) {
+	switch {
+	case err != nil && (e.lastErr == nil || e.lastErr.Error() != err.Error()):
+		r.log.Error("consul write failed", "service_id", e.want.ID, "error", err)
+		r.opts.Journal.Add(telemetry.Event{
+			Kind: telemetry.KindConsul, Type: "error", Subject: e.want.ID, Detail: err.Error(), Level: "error",
+		})
+	case err == nil && e.lastErr != nil:
+		r.log.Info("consul write recovered", "service_id", e.want.ID)
+	}
+	e.lastErr = err
+}
+
+// resync lists the agent's services and re-registers ours that are missing
+// or differ (the Consul agent restarted without state, or someone edited
+// them).
+func (r *Registrar) resync(ctx context.Context) {
+	es := r.snapshot()
+	if len(es) == 0 {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
+	defer cancel()
+	services, err := r.agent.ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(qctx))
+	if err != nil {
+		r.log.Debug("list agent services", "error", err)
+		return
+	}
+	for _, e := range es {
+		e.mu.Lock()
+		if !e.removed && e.registered {
+			got, ok := services[e.want.ID]
+			if !ok || !sameAgentService(got, e.have) {
+				if !ok {
+					r.log.Warn("consul lost the registration, registering again", "service_id", e.want.ID)
+				} else {
+					r.log.Warn("registration differs in consul, registering again", "service_id", e.want.ID)
+				}
+				e.registered = false
+				err := r.sync(ctx, e)
+				r.noteResult(e, err)
+				r.afterSync(e, err)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// sameService compares two definitions; nil and empty tags or meta are equal.
+func sameService(a, b Service) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Address == b.Address && a.Port == b.Port &&
+		slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta)
+}
+
+// sameAgentService compares what the Consul agent holds with what we wrote.
+func sameAgentService(got *api.AgentService, s Service) bool {
+	return got.Service == s.Name && got.Address == s.Address && got.Port == s.Port &&
+		slices.Equal(got.Tags, s.Tags) && maps.Equal(got.Meta, s.Meta)
+}

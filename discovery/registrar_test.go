@@ -1,0 +1,365 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// fakeConsul is the part of the Consul agent HTTP API the Registrar uses,
+// with the behaviour that matters: a re-registered service keeps its
+// existing check's status and output.
+type fakeConsul struct {
+	t     *testing.T
+	token string // required token, "" for none
+
+	mu       sync.Mutex
+	services map[string]*api.AgentService
+	checks   map[string]*api.AgentCheck
+	writes   []string // "register <id>", "ttl <check> <status>", "deregister <id>"
+	history  []string // "<tags> <status>" of a service after every write
+	failNext int      // fail that many writes with 500
+}
+
+func newFakeConsul(t *testing.T) (*fakeConsul, *httptest.Server) {
+	f := &fakeConsul{t: t, services: map[string]*api.AgentService{}, checks: map[string]*api.AgentCheck{}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.token != "" && r.Header.Get("X-Consul-Token") != f.token {
+		http.Error(w, "Permission denied: token lacks permission 'service:write' on \"redis\"", http.StatusForbidden)
+		return
+	}
+	if r.Method == http.MethodPut && f.failNext > 0 {
+		f.failNext--
+		http.Error(w, "rpc error: no leader", http.StatusInternalServerError)
+		return
+	}
+	path := r.URL.Path
+	switch {
+	case r.Method == http.MethodPut && path == "/v1/agent/service/register":
+		var reg api.AgentServiceRegistration
+		if err := json.NewDecoder(r.Body).Decode(&reg); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.services[reg.ID] = &api.AgentService{ID: reg.ID, Service: reg.Name, Tags: reg.Tags, Meta: reg.Meta, Address: reg.Address, Port: reg.Port}
+		c := reg.Check
+		if _, ok := f.checks[c.CheckID]; !ok {
+			f.checks[c.CheckID] = &api.AgentCheck{CheckID: c.CheckID, ServiceID: reg.ID, Status: c.Status}
+		}
+		f.writes = append(f.writes, "register "+reg.ID)
+		f.record(reg.ID)
+	case r.Method == http.MethodPut && strings.HasPrefix(path, "/v1/agent/check/update/"):
+		id := strings.TrimPrefix(path, "/v1/agent/check/update/")
+		c, ok := f.checks[id]
+		if !ok {
+			http.Error(w, "Unknown check ID \""+id+"\"", http.StatusNotFound)
+			return
+		}
+		var u struct{ Status, Output string }
+		if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		c.Status, c.Output = u.Status, u.Output
+		f.writes = append(f.writes, "ttl "+id+" "+u.Status)
+		f.record(c.ServiceID)
+	case r.Method == http.MethodPut && strings.HasPrefix(path, "/v1/agent/service/deregister/"):
+		id := strings.TrimPrefix(path, "/v1/agent/service/deregister/")
+		if _, ok := f.services[id]; !ok {
+			http.Error(w, "Unknown service ID", http.StatusNotFound)
+			return
+		}
+		delete(f.services, id)
+		delete(f.checks, CheckID(id))
+		f.writes = append(f.writes, "deregister "+id)
+	case r.Method == http.MethodGet && path == "/v1/agent/services":
+		_ = json.NewEncoder(w).Encode(f.services)
+	default:
+		http.Error(w, "unexpected "+r.Method+" "+path, http.StatusTeapot)
+		f.t.Errorf("fake consul: unexpected %s %s", r.Method, path)
+	}
+}
+
+func (f *fakeConsul) record(id string) {
+	s, c := f.services[id], f.checks[CheckID(id)]
+	if s == nil || c == nil {
+		return
+	}
+	f.history = append(f.history, strings.Join(s.Tags, ",")+" "+c.Status)
+}
+
+// take returns and clears the writes and history so far.
+func (f *fakeConsul) take() (writes, history []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	writes, history = f.writes, f.history
+	f.writes, f.history = nil, nil
+	return writes, history
+}
+
+func (f *fakeConsul) check(id string) api.AgentCheck {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.checks[CheckID(id)]; c != nil {
+		return *c
+	}
+	return api.AgentCheck{}
+}
+
+func newTestRegistrar(t *testing.T, addr, token string) *Registrar {
+	t.Helper()
+	c, err := NewConsulClient(ConsulOptions{Address: addr, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRegistrar(RegistrarOptions{
+		Client: c, TTL: 3 * time.Second, ResyncInterval: 50 * time.Millisecond,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+		Metrics: telemetry.NewTestMetrics(), Journal: telemetry.NewJournal(100),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func testService(tags ...string) Service {
+	return Service{ID: "redis-10.0.0.1-6379", Name: "redis", Tags: tags,
+		Meta: map[string]string{"role": tags[0]}, Address: "10.0.0.1", Port: 6379}
+}
+
+func TestRegistrarWritesOnlyChanges(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r := newTestRegistrar(t, srv.URL, "")
+	ctx := context.Background()
+	id := "redis-10.0.0.1-6379"
+	check := "service:" + id
+	replica := testService("replica", "m-replica")
+	master := testService("master", "m-master")
+
+	steps := []struct {
+		name   string
+		do     func() error
+		writes []string
+	}{
+		{"first registration", func() error {
+			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
+		}, []string{"register " + id, "ttl " + check + " passing"}},
+		{"unchanged", func() error {
+			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
+		}, nil},
+		{"output only waits for the refresh", func() error {
+			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=2"})
+		}, nil},
+		{"refresh carries the output", func() error {
+			r.refresh(ctx)
+			return nil
+		}, []string{"ttl " + check + " passing"}},
+		{"status change is one write", func() error {
+			return r.Update(ctx, replica, Health{api.HealthWarning, "link down"})
+		}, []string{"ttl " + check + " warning"}},
+		{"role change to passing: register first", func() error {
+			return r.Update(ctx, master, Health{api.HealthPassing, "confirmed"})
+		}, []string{"register " + id, "ttl " + check + " passing"}},
+		{"role change to critical: check first", func() error {
+			return r.Update(ctx, testService("unknown"), Health{api.HealthCritical, "claims master"})
+		}, []string{"ttl " + check + " critical", "register " + id}},
+		{"meta change with the same status: register only", func() error {
+			s := testService("unknown")
+			s.Meta["redis_version"] = "7.0.15"
+			return r.Update(ctx, s, Health{api.HealthCritical, "claims master"})
+		}, []string{"register " + id}},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		writes, _ := f.take()
+		if !slices.Equal(writes, st.writes) {
+			t.Fatalf("%s: writes %q, want %q", st.name, writes, st.writes)
+		}
+	}
+	if c := f.check(id); c.Status != api.HealthCritical || c.Output != "claims master" {
+		t.Fatalf("check = %s %q", c.Status, c.Output)
+	}
+}
+
+// TestRegistrarNeverAdvertisesTooEarly checks the order of the two writes of
+// a role change: no intermediate state shows the master tag as passing
+// unless the end state does.
+func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r := newTestRegistrar(t, srv.URL, "")
+	ctx := context.Background()
+	states := []struct {
+		svc Service
+		h   Health
+	}{
+		{testService("replica", "m-replica"), Health{api.HealthPassing, ""}},
+		{testService("master", "m-master"), Health{api.HealthPassing, ""}},
+		{testService("unknown"), Health{api.HealthCritical, ""}},
+		{testService("master", "m-master"), Health{api.HealthWarning, ""}},
+		{testService("replica", "m-replica"), Health{api.HealthPassing, ""}},
+		{testService("master", "m-master"), Health{api.HealthPassing, ""}},
+		{testService("replica", "m-replica"), Health{api.HealthCritical, ""}},
+	}
+	for i, s := range states {
+		if err := r.Update(ctx, s.svc, s.h); err != nil {
+			t.Fatal(err)
+		}
+		_, history := f.take()
+		final := strings.Join(s.svc.Tags, ",") + " " + s.h.Status
+		if len(history) == 0 || history[len(history)-1] != final {
+			t.Fatalf("state %d: history %q does not end in %q", i, history, final)
+		}
+		for _, h := range history[:len(history)-1] {
+			if strings.HasPrefix(h, "master,") && strings.HasSuffix(h, api.HealthPassing) {
+				t.Fatalf("state %d: intermediate %q advertises a passing master (history %q)", i, h, history)
+			}
+		}
+	}
+}
+
+func TestRegistrarRepairsLostRegistrations(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r := newTestRegistrar(t, srv.URL, "")
+	ctx := context.Background()
+	id := "redis-10.0.0.1-6379"
+	svc := testService("master", "m-master")
+	if err := r.Update(ctx, svc, Health{api.HealthPassing, "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	f.take()
+
+	wipe := func() {
+		f.mu.Lock()
+		f.services, f.checks = map[string]*api.AgentService{}, map[string]*api.AgentCheck{}
+		f.mu.Unlock()
+	}
+
+	// The Consul agent restarted without state: the resync notices.
+	wipe()
+	r.resync(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl service:" + id + " passing"}) {
+		t.Fatalf("after resync: writes %q", writes)
+	}
+
+	// A TTL refresh that finds no check registers again at once.
+	wipe()
+	r.refresh(ctx)
+	writes, _ := f.take()
+	if !slices.Contains(writes, "register "+id) {
+		t.Fatalf("after refresh of a lost check: writes %q", writes)
+	}
+	if c := f.check(id); c.Status != api.HealthPassing || c.Output != "ok" {
+		t.Fatalf("check after repair = %s %q", c.Status, c.Output)
+	}
+
+	// Someone edited our tags: the resync puts them back.
+	f.mu.Lock()
+	f.services[id].Tags = []string{"replica"}
+	f.mu.Unlock()
+	r.resync(ctx)
+	if writes, _ := f.take(); !slices.Contains(writes, "register "+id) {
+		t.Fatalf("after drift: writes %q", writes)
+	}
+}
+
+func TestRegistrarRunRetriesWithBackoff(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r := newTestRegistrar(t, srv.URL, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	f.mu.Lock()
+	f.failNext = 3
+	f.mu.Unlock()
+	svc := testService("master", "m-master")
+	if err := r.Update(ctx, svc, Health{api.HealthPassing, ""}); err == nil {
+		t.Fatal("Update succeeded against a failing Consul")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.check(svc.ID).Status != api.HealthPassing {
+		if time.Now().After(deadline) {
+			t.Fatalf("not registered after retries; status %+v", r.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := r.Status()
+	for len(st) != 1 || !st[0].Registered || st[0].LastError != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status = %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+		st = r.Status()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestRegistrarACLErrorIsClear(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	f.token = "right"
+	r := newTestRegistrar(t, srv.URL, "wrong")
+	err := r.Update(context.Background(), testService("master", "m-master"), Health{api.HealthPassing, ""})
+	want := `register redis-10.0.0.1-6379: consul denied the request (ACL token lacks service:write on "redis"?)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error = %v, want it to contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("error leaks the token: %v", err)
+	}
+}
+
+func TestRegistrarRemove(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r := newTestRegistrar(t, srv.URL, "")
+	ctx := context.Background()
+	a := testService("master", "m-master")
+	b := testService("replica", "m-replica")
+	b.ID = "redis-10.0.0.2-6379"
+	for _, s := range []Service{a, b} {
+		if err := r.Update(ctx, s, Health{api.HealthPassing, ""}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.take()
+	if err := r.Remove(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove(ctx, a.ID); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	r.resync(ctx)
+	if err := r.DeregisterAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writes, _ := f.take()
+	if want := []string{"deregister " + a.ID, "deregister " + b.ID}; !slices.Equal(writes, want) {
+		t.Fatalf("writes %q, want %q", writes, want)
+	}
+	if len(r.Status()) != 0 {
+		t.Fatalf("status after DeregisterAll: %+v", r.Status())
+	}
+}

@@ -1,0 +1,113 @@
+package discovery
+
+import "time"
+
+// Master is the Sentinel truth for one master name (DESIGN §6).
+type Master struct {
+	Name string `json:"name"`
+	// Addr is host:port as the Sentinels name it.
+	Addr string `json:"addr"`
+	// Source says why Addr is believed: SourceMajority, SourceSwitchMaster
+	// or SourceStale. Only a stale truth may be wrong; consumers treat it as
+	// unknown (see Known).
+	Source string `json:"source"`
+	// Since is when the agent learnt Addr: the arrival of the +switch-master
+	// or the poll that first showed the majority.
+	Since time.Time `json:"since"`
+	// Agree is how many Sentinels report Addr, Reporting how many reachable
+	// Sentinels report an address for this name, Total how many Sentinels
+	// the agent knows.
+	Agree     int `json:"agree"`
+	Reporting int `json:"reporting"`
+	Total     int `json:"total"`
+}
+
+// Known reports whether m can be acted on: it is backed by a majority or a
+// confirmed +switch-master, not merely the last address seen.
+func (m Master) Known() bool { return m.Addr != "" && m.Source != SourceStale }
+
+// truthState is the truth rule for one master name. It is pure state: the
+// Monitor feeds it the Sentinels' reports and confirmed switches, and the
+// unit tests do the same without any network.
+type truthState struct {
+	cur Master // Addr empty: never learnt
+
+	// A confirmed +switch-master the majority has not caught up with.
+	override     string
+	overrideFrom string // the old address the event named
+	overridePrev string // the truth when the event arrived
+	overrideAt   time.Time
+}
+
+// switchTo records a +switch-master whose new master confirmed its role.
+// It counts at once (only a quorum-elected leader, or a Sentinel that took
+// the leader's newer config, publishes one) until the majority agrees, a
+// majority names a third address, or hold passes.
+func (s *truthState) switchTo(old, addr string, at time.Time) {
+	s.override, s.overrideFrom, s.overridePrev, s.overrideAt = addr, old, s.cur.Addr, at
+}
+
+// eval recomputes the truth from reports (the address each reachable
+// Sentinel gives for this name, one entry per Sentinel) out of total known
+// Sentinels, and returns it; ok is false while nothing was ever learnt.
+//
+// The rule: the address a strict majority of the known (not merely the
+// reachable) Sentinels report; a pending confirmed switch wins over a
+// majority that still names the old master; with neither, the last address
+// is kept and flagged stale.
+func (s *truthState) eval(name string, reports []string, total int, now time.Time, hold time.Duration) (Master, bool) {
+	counts := make(map[string]int, len(reports))
+	raw := make(map[string]string, len(reports))
+	best, agree, reporting := "", 0, 0
+	for _, r := range reports {
+		if r == "" {
+			continue
+		}
+		reporting++
+		k := normalizeAddr(r)
+		counts[k]++
+		if _, ok := raw[k]; !ok {
+			raw[k] = r
+		}
+		if counts[k] > agree {
+			best, agree = k, counts[k]
+		}
+	}
+	majority := ""
+	if total > 0 && 2*agree > total {
+		majority = raw[best]
+	}
+	set := func(addr, source string, at time.Time) {
+		if !sameAddr(s.cur.Addr, addr) {
+			s.cur.Addr, s.cur.Since = addr, at
+		}
+		s.cur.Source = source
+	}
+	if s.override != "" {
+		switch {
+		case majority != "" && sameAddr(majority, s.override):
+			s.override = "" // caught up
+		case majority != "" && !sameAddr(majority, s.overrideFrom) && !sameAddr(majority, s.overridePrev):
+			s.override = "" // the majority moved on to a newer failover
+		case now.Sub(s.overrideAt) > hold:
+			s.override = "" // never confirmed by a majority
+		default:
+			set(s.override, SourceSwitchMaster, s.overrideAt)
+		}
+	}
+	if s.override == "" {
+		switch {
+		case majority != "":
+			set(majority, SourceMajority, now)
+		case s.cur.Addr != "":
+			s.cur.Source = SourceStale
+		default:
+			return Master{}, false
+		}
+	}
+	s.cur.Name = name
+	s.cur.Agree = counts[normalizeAddr(s.cur.Addr)]
+	s.cur.Reporting = reporting
+	s.cur.Total = total
+	return s.cur, true
+}

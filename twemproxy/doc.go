@@ -1,0 +1,16 @@
+// Package twemproxy keeps twemproxy (nutcracker) pointed at the current Redis
+// masters: the pipeline of DESIGN §7.
+//
+// A Runner watches a MasterSource (the Sentinel truth). When the truth
+// changes it computes the desired config file, either by editing the current
+// file in place (Edit: only the host:port of servers named after a master
+// changes, every other byte is kept) or by rendering a Go template. If the
+// bytes differ it validates them with `nutcracker --test-conf`, keeps a
+// backup, writes atomically, restarts the proxy (Supervisor runs nutcracker as
+// a child; CommandRestarter runs an operator command) and probes every pool
+// with PING. A failed probe restores the backup and restarts again, loudly.
+// One pipeline runs at a time and a burst of changes coalesces into few runs.
+//
+// Each pool is registered in Consul through a Registry with a TTL check that
+// passes only while the pool answers PING and its servers match the truth.
+package twemproxy
