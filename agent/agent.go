@@ -228,7 +228,7 @@ func restartOnly(old, c *config.Config) []string {
 func (a *Agent) apply(ctx context.Context, c *config.Config) {
 	desired := map[string]any{}
 	for _, r := range c.Redis {
-		desired[discovery.ServiceID("redis", r.Announce)] = r
+		desired[discovery.ServiceID(r.Service, r.Announce)] = r
 	}
 	a.report("redis", a.redis.sync(ctx, desired, func(id string, spec any) (component, error) {
 		return a.startRedis(id, spec.(config.Redis), c)
@@ -236,7 +236,7 @@ func (a *Agent) apply(ctx context.Context, c *config.Config) {
 
 	desired = map[string]any{}
 	for _, s := range c.Sentinels {
-		desired[discovery.ServiceID("redis-sentinel", s.Announce)] = s
+		desired[discovery.ServiceID(s.Service, s.Announce)] = s
 	}
 	a.report("sentinel", a.sentinels.sync(ctx, desired, func(id string, spec any) (component, error) {
 		return a.startSentinel(id, spec.(config.LocalSentinel), c)

@@ -9,14 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
-	"gopkg.in/yaml.v3"
 )
 
 // Options configure the demo.
@@ -158,58 +156,20 @@ main:
 		return nil
 	}
 	<-ctx.Done()
-	fmt.Fprintln(o.Out, "\nstopping: agents deregister, then every process is stopped and its files removed")
+	fmt.Fprintln(o.Out, "\nstopping: the agents deregister, then every process is stopped")
 	for _, a := range st.Agents {
 		a.Stop()
 	}
 	return nil
 }
 
-// startAgent writes cfg with an HTTP address on ip and starts the agent,
-// ready once /healthz answers.
+// startAgent starts the agent binary for one demo host.
 func startAgent(c *harness.Cluster, bin, name, ip string, cfg map[string]any) (*harness.Process, string, error) {
-	port, err := c.FreePort(ip)
+	a, err := c.StartAgent(bin, name, ip, cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	addr := fmt.Sprintf("%s:%d", ip, port)
-	cfg["http"] = map[string]any{"address": addr}
-	dir, err := c.ProcessDir(name)
-	if err != nil {
-		return nil, "", err
-	}
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		return nil, "", err
-	}
-	path := filepath.Join(dir, "agent.yml")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		return nil, "", err
-	}
-	p, err := c.Start(harness.ProcessSpec{
-		Name: name, Argv: []string{bin, "agent", "--config", path}, IP: ip, Ports: []int{port},
-		Ready: func(ctx context.Context) error { return httpOK(ctx, "http://"+addr+"/healthz") },
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", name, err)
-	}
-	return p, "http://" + addr + "/", nil
-}
-
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return nil
+	return a.Process, a.URL("/"), nil
 }
 
 func guide(w io.Writer, st *Stack) {

@@ -53,7 +53,11 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 	s := r.Status
 	head := fmt.Sprintf("redis-consul-agent on %s (%s)", orDash(s.Node), orDash(s.Version))
 	if !s.StartedAt.IsZero() {
-		head += ", up " + shortDur(o.Now.Sub(s.StartedAt).Truncate(time.Second))
+		if up := o.Now.Sub(s.StartedAt); up < time.Second {
+			head += ", just started"
+		} else {
+			head += ", up " + shortDur(up.Truncate(time.Second))
+		}
 	}
 	p.line(head)
 	verdictLine := "Cluster: " + v.Summary.Text

@@ -1,0 +1,127 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Agent is a running redis-consul-agent.
+type Agent struct {
+	*Process
+	// HTTPAddr is host:port of its status API, metrics and dashboard.
+	HTTPAddr string
+	// ConfigPath is its config file; rewrite it and send SIGHUP to reload.
+	ConfigPath string
+}
+
+// URL returns the agent's HTTP URL for path.
+func (a *Agent) URL(path string) string { return "http://" + a.HTTPAddr + path }
+
+// WriteConfig replaces the agent's config file (for a SIGHUP reload).
+func (a *Agent) WriteConfig(cfg map[string]any) error {
+	cfg["http"] = map[string]any{"address": a.HTTPAddr}
+	return writeYAML(a.ConfigPath, cfg)
+}
+
+// Reload sends SIGHUP.
+func (a *Agent) Reload() error { return a.signal(syscall.SIGHUP) }
+
+// StartAgent writes cfg (the agent's YAML as a map; http.address is set
+// here, on ip) and starts bin with `agent --config`, ready once /healthz
+// answers. bin empty means AgentBinary().
+func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, error) {
+	if bin == "" {
+		b, err := AgentBinary()
+		if err != nil {
+			return nil, err
+		}
+		bin = b
+	}
+	port, err := c.FreePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("%s:%d", ip, port)
+	dir, err := c.ProcessDir(name)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{HTTPAddr: addr, ConfigPath: filepath.Join(dir, "agent.yml")}
+	if err := a.WriteConfig(cfg); err != nil {
+		return nil, err
+	}
+	p, err := c.Start(ProcessSpec{
+		Name: name, Argv: []string{bin, "agent", "--config", a.ConfigPath}, IP: ip, Ports: []int{port},
+		Ready: func(ctx context.Context) error { return httpOK(ctx, a.URL("/healthz")) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start agent %s: %w", name, err)
+	}
+	a.Process = p
+	return a, nil
+}
+
+func writeYAML(path string, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+var agentBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// AgentBinary returns the redis-consul-agent binary the tests run:
+// RCA_AGENT_BIN (make sets it to the freshly built bin/), or else one built
+// once per test binary from this module.
+func AgentBinary() (string, error) {
+	if p := os.Getenv("RCA_AGENT_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("RCA_AGENT_BIN: %w", err)
+		}
+		return p, nil
+	}
+	agentBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "rca-agent-bin-")
+		if err != nil {
+			agentBuild.err = err
+			return
+		}
+		out := filepath.Join(dir, "redis-consul-agent")
+		cmd := exec.Command("go", "build", "-o", out, "github.com/seed42ef8afe/redis-consul-agent/cmd/redis-consul-agent")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			agentBuild.err = fmt.Errorf("build agent: %v\n%s", err, b)
+			return
+		}
+		agentBuild.path = out
+	})
+	return agentBuild.path, agentBuild.err
+}
