@@ -3,15 +3,102 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
 
-func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (component, error) {
-	return component{}, fmt.Errorf("twemproxy %s: not wired yet", name)
+// masterSource adapts the discovery Monitor to what the twemproxy runner
+// follows. A stale truth (no majority, no fresh event) is left out, so the
+// runner keeps the last address it wrote rather than act on a guess.
+type masterSource struct{ m *discovery.Monitor }
+
+func (s masterSource) Masters() map[string]twemproxy.Master {
+	out := map[string]twemproxy.Master{}
+	for name, m := range s.m.Masters() {
+		if m.Known() {
+			out[name] = twemproxy.Master{Addr: m.Addr, Since: m.Since}
+		}
+	}
+	return out
 }
 
-func (a *Agent) proxyStatus() []status.Proxy { return nil }
+func (s masterSource) Subscribe() (<-chan struct{}, func()) { return s.m.Subscribe() }
 
-var _ = context.Background
+// proxyRegistry adapts the Registrar to the twemproxy runner.
+type proxyRegistry struct{ r *discovery.Registrar }
+
+func (p proxyRegistry) Update(ctx context.Context, s twemproxy.Service, h twemproxy.Health) error {
+	return p.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
+		discovery.Health{Status: h.Status, Output: h.Output})
+}
+
+func (p proxyRegistry) Remove(ctx context.Context, id string) error { return p.r.Remove(ctx, id) }
+
+// ProxyOptions turns a twemproxy config entry into runner options, without
+// the live parts (source, registry); `render` uses it too.
+func ProxyOptions(t config.Twemproxy, c *config.Config) twemproxy.Options {
+	o := twemproxy.Options{
+		Name: t.Name, Node: c.NodeName, ConfigFile: t.ConfigFile, Template: t.Template,
+		NutcrackerBin: t.Nutcracker, Service: t.Service, Announce: t.Announce,
+		Wait:          twemproxy.Wait{Min: t.Wait.Min.D(), Max: t.Wait.Max.D()},
+		CheckInterval: c.Timing.ProxyCheck.D(),
+		Restart: twemproxy.RestartOptions{
+			Mode: t.Restart.Mode, Command: t.Restart.Command, Timeout: t.Restart.Timeout.D(),
+		},
+	}
+	if t.Restart.Mode == config.RestartCommand {
+		o.Restart.Command = t.Restart.RestartCommand
+	}
+	return o
+}
+
+func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (component, error) {
+	if a.monitor == nil {
+		return component{}, fmt.Errorf("twemproxy %s: no Sentinels configured", name)
+	}
+	o := ProxyOptions(t, c)
+	o.Masters = masterSource{a.monitor}
+	o.Registry = proxyRegistry{a.registrar}
+	o.Logger, o.Metrics, o.Journal = a.opts.Logger, a.metrics, a.journal
+	r, err := twemproxy.New(o)
+	if err != nil {
+		return component{}, fmt.Errorf("twemproxy %s: %w", name, err)
+	}
+	// The runner deregisters its pools and stops its child itself when its
+	// context ends, on removal and on shutdown alike.
+	return component{value: r, run: a.runner("twemproxy", name, r.Run)}, nil
+}
+
+func (a *Agent) proxyStatus() []status.Proxy {
+	var out []status.Proxy
+	for _, v := range a.proxies.values() {
+		st := v.(*twemproxy.Runner).Status()
+		p := status.Proxy{
+			Name: st.Name, ConfigFile: st.ConfigFile, ConfigHash: st.ConfigSHA256, Mode: st.Mode,
+			Restarts: st.Restarts, Rollbacks: st.Rollbacks, LastError: st.LastError,
+		}
+		if lr := st.LastRestart; lr != nil {
+			p.LastRestart = &status.Restart{At: lr.At, Duration: ms(lr.DurationMS), Result: lr.Result, Reason: lr.Reason}
+			p.Blackout = ms(lr.BlackoutMS)
+		}
+		for _, pool := range st.Pools {
+			ps := status.Pool{Name: pool.Name, Listen: pool.Listen, ServiceID: pool.ServiceID, Status: pool.Health, Why: pool.Output}
+			for _, s := range pool.Servers {
+				srv := status.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight, Matches: s.Matches}
+				if !s.Matches {
+					srv.Want = s.Truth
+				}
+				ps.Servers = append(ps.Servers, srv)
+			}
+			p.Pools = append(p.Pools, ps)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
@@ -16,12 +15,10 @@ import (
 // Consul vocabulary BuildCluster reads (DESIGN §5). The discovery package
 // writes it; it is repeated here so the view does not depend on the writer.
 const (
-	tagMaster     = "master"
-	tagReplica    = "replica"
-	metaRole      = "role"
-	metaMaster    = "master_name"
-	metaMasterAdr = "master_addr"
-	metaPool      = "pool"
+	tagMaster  = "master"
+	tagReplica = "replica"
+	metaMaster = "master_name"
+	metaPool   = "pool"
 )
 
 // BuildCluster turns what Consul's health API returns for the Redis, Sentinel
@@ -120,7 +117,6 @@ func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.
 	for _, name := range names {
 		s := shards[name]
 		if m, ok := truthBy[name]; ok {
-			m := m
 			s.Truth = &m
 		}
 		sortNodes(s.Masters)
@@ -373,12 +369,4 @@ func orDash(s string) string {
 		return "—"
 	}
 	return s
-}
-
-// since is how long ago t was, rounded for people; zero for a zero t.
-func since(now, t time.Time) time.Duration {
-	if t.IsZero() {
-		return 0
-	}
-	return now.Sub(t)
 }

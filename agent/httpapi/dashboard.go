@@ -70,10 +70,7 @@ func (s *Server) funcs() template.FuncMap {
 			}
 			return n.Meta[k]
 		},
-		"same":  sameAddr,
-		"deref": func(b *bool) bool { return b != nil && *b },
-		"isnil": func(b *bool) bool { return b == nil },
-		"sub":   func(a, b time.Time) time.Duration { return a.Sub(b) },
+		"same": sameAddr,
 		"truthof": func(masters []status.Master, name string) string {
 			for _, m := range masters {
 				if m.Name == name {
