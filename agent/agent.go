@@ -76,6 +76,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.metrics.SetBuild(buildinfo.Version, buildinfo.CommitOrVCS())
 	c := o.Config
+	a.prime(c)
 	client, err := discovery.NewConsulClient(discovery.ConsulOptions{
 		Address: c.Consul.Address, Scheme: c.Consul.Scheme, Token: c.Consul.Token,
 		CAFile: c.Consul.CAFile, CertFile: c.Consul.CertFile, KeyFile: c.Consul.KeyFile,
@@ -198,6 +199,7 @@ func (a *Agent) reload(ctx context.Context) {
 	a.mu.Lock()
 	a.cfg = c
 	a.mu.Unlock()
+	a.prime(c)
 	a.apply(ctx, c)
 	a.log.Info("reloaded", "redis", len(c.Redis), "sentinels", len(c.Sentinels), "twemproxy", len(c.Twemproxy))
 	a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload", Subject: c.NodeName})
@@ -222,6 +224,18 @@ func restartOnly(old, c *config.Config) []string {
 		out = append(out, "node_name")
 	}
 	return out
+}
+
+// prime creates the metric series this configuration will use.
+func (a *Agent) prime(c *config.Config) {
+	var masters, proxies []string
+	for _, r := range c.Redis {
+		masters = append(masters, r.MasterName)
+	}
+	for _, t := range c.Twemproxy {
+		proxies = append(proxies, t.Name)
+	}
+	a.metrics.Prime(discovery.Channels, masters, proxies)
 }
 
 // apply makes the running runners match c.

@@ -51,7 +51,7 @@ type Options struct {
 	ClusterTimeout time.Duration
 	// ClusterMaxAge lets concurrent and back-to-back requests share one
 	// Source.Cluster call, so open dashboards cost Consul at most one round
-	// of queries per period; default 500ms, negative disables.
+	// of queries per period; default 750ms, negative disables.
 	ClusterMaxAge time.Duration
 	// RefreshInterval is how often the dashboard polls; default 1s.
 	RefreshInterval time.Duration
@@ -93,7 +93,7 @@ func New(opts Options) (*Server, error) {
 		opts.ClusterTimeout = 2 * time.Second
 	}
 	if opts.ClusterMaxAge == 0 {
-		opts.ClusterMaxAge = 500 * time.Millisecond
+		opts.ClusterMaxAge = 750 * time.Millisecond
 	}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = time.Second

@@ -138,3 +138,41 @@ func SetOneOf(vec *prometheus.GaugeVec, prefix []string, current string, choices
 
 // NewTestMetrics returns metrics on a private registry, for tests.
 func NewTestMetrics() *Metrics { return NewMetrics(prometheus.NewRegistry()) }
+
+// Pipeline steps and restart results, the label values the twemproxy
+// runner reports.
+var (
+	ProxySteps          = []string{"render", "validate", "write", "restart", "probe"}
+	ProxyRestartResults = []string{"ok", "failed"}
+	ConsulOps           = []string{"register", "deregister", "ttl"}
+)
+
+// Prime creates every labelled series the agent will use at 0, so that a
+// scrape shows them before the first event (a rate() over a series that
+// appears only at the first failover misses that failover).
+func (m *Metrics) Prime(channels, masterNames, proxies []string) {
+	for _, c := range channels {
+		m.SentinelEvents.WithLabelValues(c)
+	}
+	for _, n := range masterNames {
+		m.Failovers.WithLabelValues(n)
+	}
+	for _, op := range ConsulOps {
+		m.ConsulWrites.WithLabelValues(op)
+		m.ConsulWriteFailures.WithLabelValues(op)
+	}
+	for _, t := range []string{"consul", "twemproxy"} {
+		m.Reaction.WithLabelValues(t)
+	}
+	for _, p := range proxies {
+		for _, s := range ProxySteps {
+			m.ProxyRollbacks.WithLabelValues(p, s)
+			m.ProxyPipelineFailures.WithLabelValues(p, s)
+		}
+		for _, r := range ProxyRestartResults {
+			m.ProxyRestarts.WithLabelValues(p, r)
+		}
+		m.ProxyRestartDuration.WithLabelValues(p)
+		m.ProxyConfigWrites.WithLabelValues(p)
+	}
+}

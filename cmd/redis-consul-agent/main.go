@@ -49,6 +49,7 @@ func newApp() *cli.App {
 			renderCommand(),
 			statusCommand(),
 			demoCommand(),
+			benchCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version, commit and Go version",

@@ -19,6 +19,8 @@ declare -A PKG=(
   [redis-cli]=redis-tools
   [nutcracker]=nutcracker
   [dig]=dnsutils
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!PKG[@]}"; do
@@ -26,6 +28,8 @@ for cmd in "${!PKG[@]}"; do
 done
 if ((${#missing[@]})); then
   # Deduplicate and sort so the message is stable.
+  # Without a font the dashboard screenshots of the browser test are unreadable.
+  missing+=(fonts-dejavu-core)
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" -ne 0 ]; then
     say "missing packages: ${missing[*]}"

@@ -29,6 +29,13 @@
     return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
 
+  // stamp is the clock for today, with the date for anything older.
+  function stamp(d) {
+    var now = new Date();
+    if (d.toDateString() === now.toDateString()) return clock(d);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + clock(d);
+  }
+
   function span(ms) {
     var s = Math.floor(ms / 1000);
     if (s < 60) return s + "s";
@@ -53,7 +60,7 @@
     root.querySelectorAll("time.stamp").forEach(function (el) {
       var d = when(el);
       if (!d) { el.textContent = "—"; return; }
-      el.textContent = clock(d);
+      el.textContent = stamp(d);
       el.title = d.toString();
     });
     root.querySelectorAll("time.ago").forEach(function (el) {
@@ -83,9 +90,15 @@
     });
   }
 
+  // sig is what must change for an element to flash: its data-sig when it
+  // has one (the state, without fast-moving details), else its markup.
+  function sig(el) {
+    return el.hasAttribute("data-sig") ? el.getAttribute("data-sig") : el.outerHTML;
+  }
+
   function keyed(root) {
     var m = {};
-    root.querySelectorAll("[data-key]").forEach(function (el) { m[el.getAttribute("data-key")] = el.outerHTML; });
+    root.querySelectorAll("[data-key]").forEach(function (el) { m[el.getAttribute("data-key")] = sig(el); });
     return m;
   }
 
@@ -110,11 +123,10 @@
       var before = prev ? keyed(prev) : {};
       last[id] = fresh.cloneNode(true);
       cur.replaceWith(fresh);
-      // Flash the cards, rows and pools that are new or changed, unless the
-      // whole section was empty before (first data after a start).
-      if (prev && Object.keys(before).length) {
+      // Flash the cards, rows and pools that are new or changed.
+      if (prev) {
         fresh.querySelectorAll("[data-key]").forEach(function (el) {
-          if (before[el.getAttribute("data-key")] !== el.outerHTML) el.classList.add("flash");
+          if (before[el.getAttribute("data-key")] !== sig(el)) el.classList.add("flash");
         });
       }
       formatTimes(fresh);

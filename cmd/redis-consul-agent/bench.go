@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/seed42ef8afe/redis-consul-agent/integration/bench"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure the DESIGN.md §11 figures against real Consul, Redis, Sentinel and nutcracker on loopback",
+		Description: "Starts the components through the integration harness, runs the scenarios and prints a table of\n" +
+			"medians and spread. It reports; it never fails because a figure misses its target.\n" +
+			"Figures: " + strings.Join(bench.Figures, ", ") + ".",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "failovers", Usage: "measured failovers per twemproxy kind (default 20, short 3)"},
+			&cli.IntFlag{Name: "kills", Usage: "kill -9 runs for the outage figure (default 10, short 1)"},
+			&cli.IntFlag{Name: "storm-masters", Usage: "masters in the storm (default 200, short 20)"},
+			&cli.IntFlag{Name: "storm-bursts", Usage: "storm bursts (default 3, short 1)"},
+			&cli.DurationFlag{Name: "idle-for", Usage: "idle measurement per agent size (default 1m, short 5s)"},
+			&cli.BoolFlag{Name: "short", Usage: "the CI version: few iterations, a small storm, a short idle"},
+			&cli.StringFlag{Name: "only", Usage: "comma-separated figures to run: " + strings.Join(bench.Figures, ",")},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.BoolFlag{Name: "markdown", Usage: "print the table as Markdown"},
+			&cli.StringFlag{Name: "dir", Usage: "keep the processes' files in `DIR` (default: a temp dir, removed)"},
+			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find own binary: %w", err)
+			}
+			o := bench.Options{
+				Agent: self, Dir: c.String("dir"), Keep: c.String("dir") != "", Short: c.Bool("short"),
+				Failovers: c.Int("failovers"), Kills: c.Int("kills"),
+				StormMasters: c.Int("storm-masters"), StormBursts: c.Int("storm-bursts"), IdleFor: c.Duration("idle-for"),
+				Command: "redis-consul-agent " + strings.Join(os.Args[1:], " "),
+			}
+			if s := c.String("only"); s != "" {
+				for _, f := range strings.Split(s, ",") {
+					o.Only = append(o.Only, strings.TrimSpace(f))
+				}
+			}
+			if !c.Bool("quiet") {
+				o.Progress = c.App.ErrWriter
+				if o.Progress == nil {
+					o.Progress = os.Stderr
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := bench.Run(ctx, o)
+			if rep != nil {
+				switch {
+				case c.Bool("json"):
+					if jerr := rep.WriteJSON(c.App.Writer); jerr != nil {
+						return jerr
+					}
+				case c.Bool("markdown"):
+					rep.WriteMarkdown(c.App.Writer)
+				default:
+					rep.WriteTable(c.App.Writer)
+				}
+			}
+			if err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("bench: %w", err)}
+			}
+			return nil
+		},
+	}
+}
