@@ -62,10 +62,14 @@ func Ping(ctx context.Context, p Pool, timeout time.Duration) error {
 	return nil
 }
 
-// probeSchedule is how often a restarted proxy is tried: every millisecond
-// while a fast restart is expected, then less eagerly.
+// probeInterval is how often a restarted proxy is tried: every 250µs while
+// a fast restart is expected (a refused connect on loopback costs tens of
+// microseconds, and the probe's answer is when the pipeline reports the
+// change applied), then less eagerly.
 func probeInterval(elapsed time.Duration) time.Duration {
 	switch {
+	case elapsed < 50*time.Millisecond:
+		return 250 * time.Microsecond
 	case elapsed < 100*time.Millisecond:
 		return time.Millisecond
 	case elapsed < time.Second:
@@ -80,14 +84,17 @@ var errChildExited = errors.New("nutcracker exited")
 
 // waitPools probes every pool until all answer, until timeout, or until
 // exited closes (the child died: no point waiting). It returns when the
-// last pool answered.
-func waitPools(ctx context.Context, pools []Pool, timeout time.Duration, exited <-chan struct{}) (time.Time, error) {
+// first and the last pool answered.
+func waitPools(ctx context.Context, pools []Pool, timeout time.Duration, exited <-chan struct{}) (first, last time.Time, err error) {
+	if len(pools) == 0 {
+		now := time.Now()
+		return now, now, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
-		last time.Time
 		errs []error
 	)
 	for _, p := range pools {
@@ -102,6 +109,9 @@ func waitPools(ctx context.Context, pools []Pool, timeout time.Duration, exited 
 				cancel()
 				return
 			}
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
 			if at.After(last) {
 				last = at
 			}
@@ -109,12 +119,9 @@ func waitPools(ctx context.Context, pools []Pool, timeout time.Duration, exited 
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return time.Time{}, errs[0]
+		return time.Time{}, time.Time{}, errs[0]
 	}
-	if last.IsZero() {
-		last = time.Now()
-	}
-	return last, nil
+	return first, last, nil
 }
 
 func waitPool(ctx context.Context, p Pool, exited <-chan struct{}) (time.Time, error) {

@@ -82,6 +82,13 @@ func NewSupervisor(o SupervisorOptions) (*Supervisor, error) {
 			return nil, fmt.Errorf("supervisor: %q daemonizes nutcracker, which then cannot be supervised; drop it", a)
 		}
 	}
+	// Resolve the binary once: a restart is on the failover's critical
+	// path, and a missing binary is better reported now.
+	bin, err := exec.LookPath(o.Argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	o.Argv = append([]string{bin}, o.Argv[1:]...)
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 5 * time.Second
 	}

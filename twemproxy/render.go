@@ -211,11 +211,17 @@ func sha(b []byte) string {
 	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
 
-// describe lists changes for a log line.
+// describe lists changes for a log line or a journal entry, the first ten
+// of a storm in full.
 func describe(changes []Change) string {
-	parts := make([]string, len(changes))
+	const show = 10
+	var parts []string
 	for i, c := range changes {
-		parts[i] = c.String()
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(changes)-show))
+			break
+		}
+		parts = append(parts, c.String())
 	}
 	return strings.Join(parts, ", ")
 }
