@@ -35,7 +35,7 @@ type InstanceOptions struct {
 	Announce   string // what goes into Consul and what Sentinel calls it; default Address
 	MasterName string // the Sentinel master name (shard); required
 	Service    string // Consul service name; default "redis"
-	Node       string // this agent's node name, for logs and status
+	Node       string // this agent's node name, for the status API
 
 	Username  string
 	Password  string
@@ -49,6 +49,10 @@ type InstanceOptions struct {
 	Truth    TruthSource // required: usually the Monitor
 	Registry Registry    // required: usually the Registrar
 
+	// Logger is used as is: pass the agent's
+	// logger.Named(telemetry.LogRedis).With("service_id", ...). Metrics and
+	// Journal are shared by the whole agent: nil Metrics means private ones,
+	// a nil Journal records nothing.
 	Logger  hclog.Logger
 	Metrics *telemetry.Metrics
 	Journal *telemetry.Journal
@@ -56,6 +60,7 @@ type InstanceOptions struct {
 
 // InstanceStatus is a snapshot of one local Redis for the status API.
 type InstanceStatus struct {
+	Node       string    `json:"node,omitempty"`
 	Address    string    `json:"address"`
 	Announce   string    `json:"announce"`
 	ServiceID  string    `json:"service_id"`
@@ -87,7 +92,7 @@ type Instance struct {
 	lastRole  string // role last written to Consul
 	lastTruth Master
 	version   string
-	lastErr   string
+	reread    bool // read the version again: Redis was unreachable
 }
 
 // NewInstance checks the options and returns the runner; Run starts it.
@@ -126,13 +131,13 @@ func NewInstance(o InstanceOptions) (*Instance, error) {
 	id := ServiceID(o.Service, o.Announce)
 	i := &Instance{
 		opts: o,
-		log:  o.Logger.With("service_id", id),
+		log:  o.Logger,
 		id:   id,
 		host: host,
 		port: port,
 	}
 	i.status = InstanceStatus{
-		Address: o.Address, Announce: o.Announce, ServiceID: id, MasterName: o.MasterName, Role: RoleUnknown,
+		Node: o.Node, Address: o.Address, Announce: o.Announce, ServiceID: id, MasterName: o.MasterName, Role: RoleUnknown,
 	}
 	return i, nil
 }
@@ -151,20 +156,7 @@ func (i *Instance) Status() InstanceStatus {
 // Run keeps the registration in step until ctx is done and returns nil.
 // It does not deregister: the Registrar's owner decides that.
 func (i *Instance) Run(ctx context.Context) error {
-	i.client = redis.NewClient(&redis.Options{
-		Addr:                  i.opts.Address,
-		Username:              i.opts.Username,
-		Password:              i.opts.Password,
-		TLSConfig:             i.opts.TLSConfig,
-		Protocol:              2,
-		DisableIdentity:       true,
-		DialTimeout:           i.opts.Timeout,
-		ReadTimeout:           i.opts.Timeout,
-		WriteTimeout:          i.opts.Timeout,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1,
-		PoolSize:              2,
-	})
+	i.client = redis.NewClient(failFast(i.opts.Address, i.opts.Username, i.opts.Password, i.opts.TLSConfig, i.opts.Timeout, 2))
 	defer i.client.Close()
 	notify, unsubscribe := i.opts.Truth.Subscribe()
 	defer unsubscribe()
@@ -232,15 +224,9 @@ func (i *Instance) evaluate(ctx context.Context, why string) {
 	} else {
 		i.status.LastError = err.Error()
 	}
-	logErr := err != nil && err.Error() != i.lastErr
-	i.lastErr = errString(err)
 	i.mu.Unlock()
-
-	if logErr {
-		i.log.Error("consul update failed; the registrar retries", "error", err)
-	}
 	if err != nil {
-		return
+		return // the Registrar logged it and retries
 	}
 	telemetry.SetOneOf(i.opts.Metrics.RedisRole, []string{i.id, i.opts.MasterName}, d.Role,
 		RoleMaster, RoleReplica, RoleUnknown)
@@ -267,6 +253,7 @@ func roleTags(role, masterName string) []string {
 func (i *Instance) read(ctx context.Context) LocalState {
 	i.mu.Lock()
 	st := LocalState{LastRole: i.lastRole, Version: i.version}
+	reread := i.version == "" || i.reread
 	i.mu.Unlock()
 
 	rctx, cancel := context.WithTimeout(ctx, i.opts.Timeout)
@@ -276,7 +263,7 @@ func (i *Instance) read(ctx context.Context) LocalState {
 	replCmd := pipe.Info(rctx, "replication")
 	persCmd := pipe.Info(rctx, "persistence")
 	var serverCmd *redis.StringCmd
-	if st.Version == "" {
+	if reread {
 		serverCmd = pipe.Info(rctx, "server")
 	}
 	_, _ = pipe.Exec(rctx)
@@ -290,9 +277,10 @@ func (i *Instance) read(ctx context.Context) LocalState {
 		if errors.Is(err, context.DeadlineExceeded) {
 			st.Err = fmt.Sprintf("no answer within %s", i.opts.Timeout)
 		}
-		// It may come back upgraded: read the version again then.
+		// It may come back upgraded: read the version again then, but
+		// keep the last one meanwhile so Meta does not churn.
 		i.mu.Lock()
-		i.version = ""
+		i.reread = true
 		i.mu.Unlock()
 		return st
 	}
@@ -321,7 +309,7 @@ func (i *Instance) read(ctx context.Context) LocalState {
 		if info, err := serverCmd.Result(); err == nil {
 			st.Version = parseInfo(info)["redis_version"]
 			i.mu.Lock()
-			i.version = st.Version
+			i.version, i.reread = st.Version, false
 			i.mu.Unlock()
 		}
 	}

@@ -61,6 +61,9 @@ type MonitorOptions struct {
 	// link (default 100ms and 5s).
 	BackoffMin, BackoffMax time.Duration
 
+	// Logger is used as is: pass the agent's logger.Named(telemetry.LogSentinel).
+	// Metrics and Journal are shared by the whole agent: nil Metrics means
+	// private ones, a nil Journal records nothing.
 	Logger  hclog.Logger
 	Metrics *telemetry.Metrics
 	Journal *telemetry.Journal
@@ -94,8 +97,9 @@ func (o *MonitorOptions) setDefaults() {
 // SentinelStatus is one Sentinel as the Monitor sees it, for the status API.
 type SentinelStatus struct {
 	Addr      string            `json:"addr"`
-	LinkUp    bool              `json:"link_up"`   // the pub/sub subscription is established
-	Reachable bool              `json:"reachable"` // it answered the last poll
+	ID        string            `json:"id,omitempty"` // SENTINEL MYID: one Sentinel known by two addresses counts once
+	LinkUp    bool              `json:"link_up"`      // the pub/sub subscription is established
+	Reachable bool              `json:"reachable"`    // it answered the last poll
 	LastError string            `json:"last_error,omitempty"`
 	LastPoll  time.Time         `json:"last_poll,omitzero"`
 	View      map[string]string `json:"view"` // master name → address it reports
@@ -130,7 +134,8 @@ type Monitor struct {
 	sentinels   map[string]*sentinel // by normalized address
 	discoveredA []string
 	truth       map[string]*truthState
-	pending     map[string]string // master name → address whose ROLE is being confirmed
+	pending     map[string]pendingSwitch // by master name: the newest +switch-master whose ROLE is being confirmed
+	switched    map[string]time.Time     // by master name: arrival of the newest +switch-master applied
 	recent      map[string]time.Time
 	polling     bool
 	pollAgain   bool
@@ -160,6 +165,7 @@ type linkChange struct {
 
 type sentinelView struct {
 	addr    string
+	id      string // SENTINEL MYID, "" if unknown
 	err     error
 	masters map[string]string // name → address (get-master-addr-by-name)
 }
@@ -167,6 +173,11 @@ type sentinelView struct {
 type pollResult struct {
 	at    time.Time
 	views []sentinelView
+}
+
+type pendingSwitch struct {
+	addr string
+	at   time.Time
 }
 
 type confirmResult struct {
@@ -199,7 +210,8 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		subs:       make(map[int]chan struct{}),
 		sentinels:  make(map[string]*sentinel),
 		truth:      make(map[string]*truthState),
-		pending:    make(map[string]string),
+		pending:    make(map[string]pendingSwitch),
+		switched:   make(map[string]time.Time),
 		recent:     make(map[string]time.Time),
 	}, nil
 }
@@ -352,7 +364,7 @@ func (m *Monitor) setSentinels(ctx context.Context, discovered []string) {
 		lctx, stop := context.WithCancel(ctx)
 		s := &sentinel{
 			addr:   a,
-			client: redis.NewClient(m.redisOptions(a, m.opts.Username, m.opts.Password, m.opts.TLSConfig, 2)),
+			client: redis.NewClient(failFast(a, m.opts.Username, m.opts.Password, m.opts.TLSConfig, m.opts.QueryTimeout, 2)),
 			stop:   stop,
 			status: SentinelStatus{Addr: a},
 		}
@@ -365,25 +377,6 @@ func (m *Monitor) setSentinels(ctx context.Context, discovered []string) {
 	if changed {
 		m.publishStatuses()
 		m.requestPoll(ctx)
-	}
-}
-
-// redisOptions are the go-redis options for a short-lived, fail-fast
-// connection: no retries (the next tick retries), RESP2, no CLIENT SETINFO.
-func (m *Monitor) redisOptions(addr, user, pass string, tlsConf *tls.Config, pool int) *redis.Options {
-	return &redis.Options{
-		Addr:                  addr,
-		Username:              user,
-		Password:              pass,
-		TLSConfig:             tlsConf,
-		Protocol:              2,
-		DisableIdentity:       true,
-		DialTimeout:           m.opts.QueryTimeout,
-		ReadTimeout:           m.opts.QueryTimeout,
-		WriteTimeout:          m.opts.QueryTimeout,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1,
-		PoolSize:              pool,
 	}
 }
 
@@ -568,10 +561,18 @@ func (m *Monitor) pollOne(ctx context.Context, addr string, c *redis.Client) sen
 	v := sentinelView{addr: addr}
 	qctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 	defer cancel()
-	infos, err := sentinelMasters(qctx, c)
+	first := c.Pipeline()
+	mastersCmd := first.Do(qctx, "sentinel", "masters")
+	idCmd := first.Do(qctx, "sentinel", "myid")
+	_, _ = first.Exec(qctx)
+	infos, err := parseMasters(mastersCmd)
 	if err != nil {
 		v.err = err
 		return v
+	}
+	// Sentinel 6.2+ knows its ID; older ones are told apart by address.
+	if id, err := idCmd.Text(); err == nil {
+		v.id = id
 	}
 	names := slices.Sorted(maps.Keys(infos))
 	v.masters = make(map[string]string, len(names))
@@ -609,7 +610,12 @@ type masterInfo struct {
 
 // sentinelMasters runs SENTINEL MASTERS and returns the masters by name.
 func sentinelMasters(ctx context.Context, c *redis.Client) (map[string]masterInfo, error) {
-	v, err := c.Do(ctx, "sentinel", "masters").Slice()
+	return parseMasters(c.Do(ctx, "sentinel", "masters"))
+}
+
+// parseMasters parses the reply of SENTINEL MASTERS.
+func parseMasters(cmd *redis.Cmd) (map[string]masterInfo, error) {
+	v, err := cmd.Slice()
 	if err != nil {
 		return nil, fmt.Errorf("sentinel masters: %w", err)
 	}
@@ -655,7 +661,6 @@ func (m *Monitor) applyPoll(res pollResult) {
 	for n := range m.truth {
 		names[n] = true
 	}
-	reachable := 0
 	for _, v := range res.views {
 		s := m.sentinels[normalizeAddr(v.addr)]
 		if s == nil {
@@ -668,21 +673,17 @@ func (m *Monitor) applyPoll(res pollResult) {
 			s.status.View = nil
 			continue
 		}
-		reachable++
 		s.status.View = v.masters
+		if v.id != "" {
+			s.status.ID = v.id
+		}
 		for n := range v.masters {
 			names[n] = true
 		}
 	}
 	m.publishStatuses()
-	total := len(m.sentinels)
 	for n := range names {
-		var reports []string
-		for _, s := range m.sentinels {
-			if s.status.Reachable {
-				reports = append(reports, s.status.View[n])
-			}
-		}
+		reports, total := m.votes(n)
 		ts := m.truth[n]
 		if ts == nil {
 			ts = &truthState{}
@@ -690,7 +691,7 @@ func (m *Monitor) applyPoll(res pollResult) {
 		}
 		// A name that a majority of reachable Sentinels no longer lists
 		// was removed (SENTINEL REMOVE): forget it.
-		if slices.IndexFunc(reports, func(r string) bool { return r != "" }) < 0 && 2*reachable > total {
+		if slices.IndexFunc(reports, func(r string) bool { return r != "" }) < 0 && 2*len(reports) > total {
 			if _, ok := m.masters[n]; ok {
 				m.log.Info("master no longer monitored by any sentinel", "master_name", n)
 			}
@@ -701,6 +702,36 @@ func (m *Monitor) applyPoll(res pollResult) {
 		mst, ok := ts.eval(n, reports, total, res.at, m.opts.SwitchHold)
 		m.publish(n, mst, ok, res.at)
 	}
+}
+
+// votes returns one report per reachable Sentinel for name (its address,
+// or "" if it does not monitor name) and the number of known Sentinels.
+// Sentinels are told apart by their ID (SENTINEL MYID) once they answered,
+// so one Sentinel known under two addresses (a hostname in the config, an
+// IP in Consul) counts once; one never reached counts by its address.
+func (m *Monitor) votes(name string) (reports []string, total int) {
+	keys := make([]string, 0, len(m.sentinels))
+	for k := range m.sentinels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		s := m.sentinels[k]
+		id := "addr:" + k
+		if s.status.ID != "" {
+			id = "id:" + s.status.ID
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		total++
+		if s.status.Reachable {
+			reports = append(reports, s.status.View[name])
+		}
+	}
+	return reports, total
 }
 
 // publish makes mst the truth for name; on a change of address or of
@@ -812,7 +843,7 @@ func (m *Monitor) firstSeen(e Event, at time.Time) bool {
 // that address (the same switch seen from another Sentinel).
 func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 	name, addr := e.MasterName, e.MasterAddr
-	if p, ok := m.pending[name]; ok && sameAddr(p, addr) {
+	if p, ok := m.pending[name]; ok && sameAddr(p.addr, addr) {
 		return
 	}
 	if ts := m.truth[name]; ts != nil {
@@ -821,7 +852,7 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 		}
 	}
 	m.log.Info("+switch-master", "master_name", name, "from", e.OldMasterAddr, "to", addr, "sentinel", msg.from)
-	m.pending[name] = addr
+	m.pending[name] = pendingSwitch{addr: addr, at: msg.at}
 	m.goSend(func() {
 		err := m.confirmMaster(ctx, addr, msg.at.Add(m.opts.ConfirmWindow))
 		select {
@@ -833,7 +864,7 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 
 // confirmMaster asks addr for ROLE until it says master or deadline passes.
 func (m *Monitor) confirmMaster(ctx context.Context, addr string, deadline time.Time) error {
-	c := redis.NewClient(m.redisOptions(addr, m.opts.RedisUsername, m.opts.RedisPassword, m.opts.RedisTLSConfig, 1))
+	c := redis.NewClient(failFast(addr, m.opts.RedisUsername, m.opts.RedisPassword, m.opts.RedisTLSConfig, m.opts.QueryTimeout, 1))
 	defer c.Close()
 	bo := backoff{min: 20 * time.Millisecond, max: 200 * time.Millisecond}
 	for {
@@ -863,8 +894,14 @@ func (m *Monitor) confirmMaster(ctx context.Context, addr string, deadline time.
 // applyConfirm applies a confirmed +switch-master at once, or reports why
 // it was ignored (the majority decides then).
 func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
-	if p, ok := m.pending[c.name]; ok && sameAddr(p, c.addr) {
+	p, ok := m.pending[c.name]
+	if ok && sameAddr(p.addr, c.addr) {
 		delete(m.pending, c.name)
+	}
+	// Confirmations can finish out of order: a switch older than one
+	// already applied, or than one still being confirmed, is history.
+	if c.at.Before(m.switched[c.name]) || (ok && c.at.Before(p.at)) {
+		return
 	}
 	if c.err != nil {
 		m.log.Warn("ignoring +switch-master: the new master does not confirm", "master_name", c.name, "addr", c.addr, "error", c.err)
@@ -880,13 +917,9 @@ func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
 		m.truth[c.name] = ts
 	}
 	ts.switchTo(c.old, c.addr, c.at)
-	var reports []string
-	for _, s := range m.sentinels {
-		if s.status.Reachable {
-			reports = append(reports, s.status.View[c.name])
-		}
-	}
-	mst, ok := ts.eval(c.name, reports, len(m.sentinels), time.Now(), m.opts.SwitchHold)
+	m.switched[c.name] = c.at
+	reports, total := m.votes(c.name)
+	mst, ok := ts.eval(c.name, reports, total, time.Now(), m.opts.SwitchHold)
 	m.publish(c.name, mst, ok, c.at)
 	m.requestPoll(ctx)
 }

@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -8,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
 )
 
 // Role names used in tags, Meta and metrics.
@@ -147,3 +152,37 @@ func (b *backoff) next() time.Duration {
 
 // reset starts over after a success.
 func (b *backoff) reset() { b.n = 0 }
+
+// failFast returns go-redis options for the agent's probes: every wait
+// bounded by timeout, one dial attempt and no command retries (the next
+// tick is the retry), RESP2 and no CLIENT SETINFO, so that a dead node is
+// reported in one timeout at most instead of after go-redis's own retries.
+func failFast(addr, user, pass string, tlsConf *tls.Config, timeout time.Duration, pool int) *redis.Options {
+	return &redis.Options{
+		Addr:                  addr,
+		Username:              user,
+		Password:              pass,
+		TLSConfig:             tlsConf,
+		Protocol:              2,
+		DisableIdentity:       true,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		PoolSize:              pool,
+	}
+}
+
+// RedisLog adapts the agent's logger for redis.SetLogger. go-redis logs on
+// its own (a failed dial each time a node that is down is probed, so every
+// tick) straight to stderr; with redis.SetLogger(discovery.RedisLog{Logger: l})
+// those lines go to l at debug level instead. Setting it is the agent's
+// choice: the go-redis logger is process-wide.
+type RedisLog struct{ Logger hclog.Logger }
+
+// Printf implements go-redis's logging interface.
+func (l RedisLog) Printf(_ context.Context, format string, v ...any) {
+	l.Logger.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}

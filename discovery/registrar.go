@@ -10,7 +10,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +57,9 @@ type RegistrarOptions struct {
 	// registration (default 250ms and 10s).
 	BackoffMin, BackoffMax time.Duration
 
+	// Logger is used as is: pass the agent's logger.Named(telemetry.LogConsul).
+	// Metrics and Journal are shared by the whole agent: nil Metrics means
+	// private ones, a nil Journal records nothing.
 	Logger  hclog.Logger
 	Metrics *telemetry.Metrics
 	Journal *telemetry.Journal
@@ -93,11 +98,18 @@ func (o *RegistrarOptions) setDefaults() {
 // Consul agent lost. Safe for concurrent use.
 //
 // It registers through the agent API only (never the catalog), so Consul's
-// anti-entropy keeps the tags. Consul restores the status and output of a
-// check that already exists when a service is re-registered, so a
-// definition change is followed by a check update; the two writes are
-// ordered so that no intermediate state advertises more than either end
-// state (see sync).
+// anti-entropy keeps the tags, with one TTL check per service.
+//
+// A role change must be one write that changes tags and status together.
+// Consul, though, keeps the status of a check that already exists when its
+// service is registered again. So when both change, the Registrar registers
+// the service with a new check ID, alternating between service:<id> and
+// service:<id>:2, and lets Consul drop the old check (replace-existing-checks):
+// the new check starts with the status of the definition. The check's
+// output follows right after from Run; until then it is empty.
+//
+// The Consul agent syncs each write to its servers before it answers, so
+// when Update returns the change is in the catalog and in DNS.
 type Registrar struct {
 	opts  RegistrarOptions
 	agent *api.Agent
@@ -120,13 +132,15 @@ type entry struct {
 
 	registered bool // Consul holds `have` as the definition
 	have       Service
+	checkID    string // the check Consul holds; "" when unknown
 	sentStatus string // check status last written; "" when unknown
 	sentOutput string
 
 	removed bool
+	view    atomic.Pointer[RegistrationStatus]
 
 	retry     backoff
-	retryAt   time.Time // zero: nothing to retry
+	dueAt     time.Time // when Run must sync this entry (a retry, or the output of a new check); zero: never
 	lastErr   error
 	lastWrite time.Time
 }
@@ -135,6 +149,9 @@ type entry struct {
 func NewRegistrar(o RegistrarOptions) (*Registrar, error) {
 	if o.Client == nil {
 		return nil, errors.New("registrar: consul client is required")
+	}
+	if o.TTL != 0 && o.TTL < time.Second {
+		return nil, fmt.Errorf("registrar: check TTL %s is below 1s", o.TTL)
 	}
 	o.setDefaults()
 	return &Registrar{
@@ -146,14 +163,15 @@ func NewRegistrar(o RegistrarOptions) (*Registrar, error) {
 	}, nil
 }
 
-// CheckID is the ID of the TTL check of service id, the one Consul itself
-// gives a service's single check.
-func CheckID(id string) string { return "service:" + id }
+// checkIDs are the two IDs the check of service id alternates between.
+func checkIDs(id string) (primary, alternate string) {
+	return "service:" + id, "service:" + id + ":2"
+}
 
-// Update makes Consul hold svc with health h. A changed definition
-// (name, tags, meta, address, port) is registered at once, and a changed
-// check status is written at once: a failover reaches Consul in one or two
-// local HTTP writes. A change of the output alone is not written now: it
+// Update makes Consul hold svc with health h. A changed definition (name,
+// tags, meta, address, port) or check status is written before Update
+// returns, in one local HTTP write (see Registrar): a failover reaches Consul
+// within milliseconds. A change of the output alone is not written now: it
 // rides on the next TTL refresh, so facts that change every second (offsets,
 // lag) cost no extra writes. Nothing changed: no write.
 //
@@ -187,11 +205,39 @@ func (r *Registrar) Update(ctx context.Context, svc Service, h Health) error {
 	}
 	e.want, e.wantHealth = svc, h
 	if !e.needsWrite() {
+		e.publishView()
 		return nil
 	}
-	err := r.sync(ctx, e)
+	return r.syncLocked(ctx, e, true)
+}
+
+// syncLocked writes what Consul lacks for e, then records the result: the
+// retry schedule, the error (logged once per distinct error) and the view
+// for Status. Caller holds e.mu.
+func (r *Registrar) syncLocked(ctx context.Context, e *entry, urgent bool) error {
+	err := r.sync(ctx, e, urgent)
+	if ctx.Err() == nil { // a stopping agent's cancelled write is no failure to report
+		r.noteResult(e, err)
+	}
 	r.afterSync(e, err)
+	e.publishView()
 	return err
+}
+
+// publishView stores the snapshot Status returns, so that Status never
+// waits for a write in flight. Caller holds e.mu.
+func (e *entry) publishView() {
+	v := &RegistrationStatus{
+		Service:    e.want,
+		Status:     e.wantHealth.Status,
+		Output:     e.wantHealth.Output,
+		Registered: e.registered && sameService(e.have, e.want) && e.sentStatus == e.wantHealth.Status,
+		LastWrite:  e.lastWrite,
+	}
+	if e.lastErr != nil {
+		v.LastError = e.lastErr.Error()
+	}
+	e.view.Store(v)
 }
 
 // needsWrite reports whether Consul lacks the definition or the status.
@@ -199,15 +245,21 @@ func (e *entry) needsWrite() bool {
 	return !e.registered || !sameService(e.have, e.want) || e.sentStatus != e.wantHealth.Status
 }
 
-// afterSync schedules a retry after a failed write and clears it after a
-// good one.
+// afterSync schedules the next sync of e by Run: after a failed write a
+// retry with backoff; after a registration that left the output behind, at
+// once; otherwise none. Caller holds e.mu.
 func (r *Registrar) afterSync(e *entry, err error) {
-	if err == nil {
+	switch {
+	case err != nil:
+		e.dueAt = time.Now().Add(e.retry.next())
+	case e.sentOutput != e.wantHealth.Output:
 		e.retry.reset()
-		e.retryAt = time.Time{}
+		e.dueAt = time.Now()
+	default:
+		e.retry.reset()
+		e.dueAt = time.Time{}
 		return
 	}
-	e.retryAt = time.Now().Add(e.retry.next())
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -216,34 +268,25 @@ func (r *Registrar) afterSync(e *entry, err error) {
 
 // sync writes what Consul lacks for e. Caller holds e.mu.
 //
-// When the definition changed, two writes are needed (see Registrar). For a
-// status that is not passing the check is updated first, then the service:
-// in between, the old tags carry the worse status. For passing, the service
-// goes first: in between, the new tags carry the old status. Either way no
-// moment advertises, say, a new master tag as passing before it is, or an
-// old master tag as passing after it stopped being one.
-func (r *Registrar) sync(ctx context.Context, e *entry) error {
-	id := e.want.ID
+// urgent is Update's path: it writes what DNS and the health API show (tags
+// and status) and leaves the output of a new check to Run, so that a
+// failover costs one write. Otherwise the output is written too.
+func (r *Registrar) sync(ctx context.Context, e *entry, urgent bool) error {
 	if e.registered && sameService(e.have, e.want) {
+		if urgent && e.sentStatus == e.wantHealth.Status {
+			return nil
+		}
 		err := r.updateTTL(ctx, e)
 		if !isNotFound(err) {
 			return err
 		}
-		r.log.Warn("consul lost the check, registering again", "service_id", id)
-		e.registered = false
-	}
-	if e.registered && e.wantHealth.Status != api.HealthPassing && e.sentStatus != e.wantHealth.Status {
-		if err := r.updateTTL(ctx, e); err != nil {
-			if !isNotFound(err) {
-				return err
-			}
-			e.registered = false
-		}
+		r.log.Warn("consul lost the check, registering again", "service_id", e.want.ID)
+		e.registered, e.checkID = false, ""
 	}
 	if err := r.register(ctx, e); err != nil {
 		return err
 	}
-	if e.sentStatus == e.wantHealth.Status && e.sentOutput == e.wantHealth.Output {
+	if e.sentStatus == e.wantHealth.Status && (urgent || e.sentOutput == e.wantHealth.Output) {
 		return nil
 	}
 	if err := r.updateTTL(ctx, e); err != nil {
@@ -252,10 +295,25 @@ func (r *Registrar) sync(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// register writes e.want with a TTL check whose initial status is the wanted
-// one (Consul keeps an existing check's status instead; sync handles that).
+// register writes e.want with its TTL check. When the Registrar knows the
+// check Consul holds and the status must change, the check gets the other
+// ID: Consul creates it with the wanted status and drops the old one, in one
+// write. Otherwise the check keeps its ID (and Consul its status; sync
+// writes the status next when it is unknown).
 func (r *Registrar) register(ctx context.Context, e *entry) error {
 	s := e.want
+	primary, alternate := checkIDs(s.ID)
+	checkID, fresh := e.checkID, false
+	switch {
+	case !e.registered || checkID == "":
+		checkID = primary
+	case e.sentStatus != e.wantHealth.Status:
+		fresh = true
+		checkID = primary
+		if e.checkID == primary {
+			checkID = alternate
+		}
+	}
 	reg := &api.AgentServiceRegistration{
 		ID:      s.ID,
 		Name:    s.Name,
@@ -264,7 +322,7 @@ func (r *Registrar) register(ctx context.Context, e *entry) error {
 		Address: s.Address,
 		Port:    s.Port,
 		Check: &api.AgentServiceCheck{
-			CheckID:                        CheckID(s.ID),
+			CheckID:                        checkID,
 			Name:                           s.Name + " role and health (redis-consul-agent)",
 			TTL:                            r.opts.TTL.String(),
 			Status:                         e.wantHealth.Status,
@@ -274,22 +332,29 @@ func (r *Registrar) register(ctx context.Context, e *entry) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
+	start := time.Now()
 	err := r.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(wctx))
 	r.opts.Metrics.ConsulWrites.WithLabelValues("register").Inc()
 	if err != nil {
 		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("register").Inc()
-		e.registered = false
+		// The write may or may not have happened: start over.
+		e.registered, e.checkID = false, ""
 		return r.explain("register", s, err)
 	}
 	wasRegistered := e.registered
-	e.registered, e.have = true, s
-	if !wasRegistered {
-		// Whether the check existed before is unknown: sync writes the
-		// status and output right after.
+	e.registered, e.have, e.checkID = true, s, checkID
+	switch {
+	case fresh:
+		e.sentStatus, e.sentOutput = e.wantHealth.Status, ""
+		r.setCheckMetric(s.ID, e.wantHealth.Status)
+	case !wasRegistered:
+		// Whether the check existed, and with which status, is unknown:
+		// sync writes the status and output right after.
 		e.sentStatus, e.sentOutput = "", ""
 	}
 	e.lastWrite = time.Now()
-	r.log.Info("registered", "service_id", s.ID, "tags", strings.Join(s.Tags, ","), "status", e.wantHealth.Status)
+	r.log.Info("registered", "service_id", s.ID, "tags", strings.Join(s.Tags, ","), "status", e.wantHealth.Status,
+		"took", time.Since(start).Round(time.Microsecond))
 	r.opts.Journal.Add(telemetry.Event{
 		Kind: telemetry.KindConsul, Type: "register", Subject: s.ID,
 		Detail: fmt.Sprintf("tags=[%s] status=%s", strings.Join(s.Tags, ","), e.wantHealth.Status),
@@ -303,7 +368,12 @@ func (r *Registrar) updateTTL(ctx context.Context, e *entry) error {
 	id, h := e.want.ID, e.wantHealth
 	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
-	err := r.agent.UpdateTTLOpts(CheckID(id), truncateOutput(h.Output), h.Status, (&api.QueryOptions{}).WithContext(wctx))
+	start := time.Now()
+	checkID := e.checkID
+	if checkID == "" {
+		checkID, _ = checkIDs(id)
+	}
+	err := r.agent.UpdateTTLOpts(checkID, truncateOutput(h.Output), h.Status, (&api.QueryOptions{}).WithContext(wctx))
 	r.opts.Metrics.ConsulWrites.WithLabelValues("ttl").Inc()
 	if err != nil {
 		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("ttl").Inc()
@@ -312,20 +382,26 @@ func (r *Registrar) updateTTL(ctx context.Context, e *entry) error {
 	prev := e.sentStatus
 	e.sentStatus, e.sentOutput = h.Status, h.Output
 	e.lastWrite = time.Now()
-	telemetry.SetOneOf(r.opts.Metrics.CheckStatus, []string{id}, h.Status,
-		api.HealthPassing, api.HealthWarning, api.HealthCritical)
+	r.setCheckMetric(id, h.Status)
 	if prev != h.Status {
 		level := "info"
 		if h.Status != api.HealthPassing {
 			level = "warn"
 		}
-		r.log.Info("check status", "service_id", id, "status", h.Status, "output", h.Output)
+		r.log.Info("check status", "service_id", id, "status", h.Status, "output", h.Output,
+			"took", time.Since(start).Round(time.Microsecond))
 		r.opts.Journal.Add(telemetry.Event{
 			Kind: telemetry.KindConsul, Type: "status", Subject: id,
 			Detail: h.Status + ": " + h.Output, Level: level,
 		})
 	}
 	return nil
+}
+
+// setCheckMetric records the status Consul now holds for service id.
+func (r *Registrar) setCheckMetric(id, status string) {
+	telemetry.SetOneOf(r.opts.Metrics.CheckStatus, []string{id}, status,
+		api.HealthPassing, api.HealthWarning, api.HealthCritical)
 }
 
 // truncateOutput keeps check output within what Consul stores by default
@@ -335,17 +411,13 @@ func truncateOutput(s string) string {
 	if len(s) <= limit {
 		return s
 	}
-	s = s[:limit]
-	for len(s) > 0 && !isRuneStart(s[len(s)-1]) {
-		s = s[:len(s)-1]
+	for i := limit; i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i]
+		}
 	}
-	if len(s) > 0 {
-		s = s[:len(s)-1]
-	}
-	return s
+	return ""
 }
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
 // explain turns a Consul error into one that says what was being done and,
 // for an ACL denial, which right is probably missing.
@@ -434,19 +506,9 @@ func (r *Registrar) Status() []RegistrationStatus {
 	r.mu.Unlock()
 	out := make([]RegistrationStatus, 0, len(es))
 	for _, e := range es {
-		e.mu.Lock()
-		st := RegistrationStatus{
-			Service:    e.want,
-			Status:     e.wantHealth.Status,
-			Output:     e.wantHealth.Output,
-			Registered: e.registered && sameService(e.have, e.want) && e.sentStatus == e.wantHealth.Status,
-			LastWrite:  e.lastWrite,
+		if v := e.view.Load(); v != nil {
+			out = append(out, *v)
 		}
-		if e.lastErr != nil {
-			st.LastError = e.lastErr.Error()
-		}
-		e.mu.Unlock()
-		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -502,17 +564,16 @@ func (r *Registrar) refresh(ctx context.Context) {
 			return
 		}
 		e.mu.Lock()
-		if !e.removed && e.retryAt.IsZero() {
-			err := r.sync(ctx, e)
-			r.noteResult(e, err)
-			r.afterSync(e, err)
+		if !e.removed && e.dueAt.IsZero() {
+			_ = r.syncLocked(ctx, e, false)
 		}
 		e.mu.Unlock()
 	}
 }
 
-// retryDue retries the failed entries whose backoff has passed and returns
-// the earliest pending retry time (zero if none).
+// retryDue syncs the entries that are due (a retry whose backoff has passed,
+// or the output of a new check) and returns the earliest pending due time
+// (zero if none).
 func (r *Registrar) retryDue(ctx context.Context) time.Time {
 	var next time.Time
 	for _, e := range r.snapshot() {
@@ -520,14 +581,12 @@ func (r *Registrar) retryDue(ctx context.Context) time.Time {
 			return time.Time{}
 		}
 		e.mu.Lock()
-		if !e.removed && !e.retryAt.IsZero() {
-			if !time.Now().Before(e.retryAt) {
-				err := r.sync(ctx, e)
-				r.noteResult(e, err)
-				r.afterSync(e, err)
+		if !e.removed && !e.dueAt.IsZero() {
+			if !time.Now().Before(e.dueAt) {
+				_ = r.syncLocked(ctx, e, false)
 			}
-			if !e.retryAt.IsZero() && (next.IsZero() || e.retryAt.Before(next)) {
-				next = e.retryAt
+			if !e.dueAt.IsZero() && (next.IsZero() || e.dueAt.Before(next)) {
+				next = e.dueAt
 			}
 		}
 		e.mu.Unlock()
@@ -560,6 +619,7 @@ func (r *Registrar) resync(ctx context.Context) {
 	}
 	qctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
+	listed := time.Now()
 	services, err := r.agent.ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(qctx))
 	if err != nil {
 		r.log.Debug("list agent services", "error", err)
@@ -567,7 +627,9 @@ func (r *Registrar) resync(ctx context.Context) {
 	}
 	for _, e := range es {
 		e.mu.Lock()
-		if !e.removed && e.registered {
+		// An entry written since the listing started may be newer than the
+		// listing: the next resync judges it.
+		if !e.removed && e.registered && e.lastWrite.Before(listed) {
 			got, ok := services[e.want.ID]
 			if !ok || !sameAgentService(got, e.have) {
 				if !ok {
@@ -575,10 +637,8 @@ func (r *Registrar) resync(ctx context.Context) {
 				} else {
 					r.log.Warn("registration differs in consul, registering again", "service_id", e.want.ID)
 				}
-				e.registered = false
-				err := r.sync(ctx, e)
-				r.noteResult(e, err)
-				r.afterSync(e, err)
+				e.registered, e.checkID = false, ""
+				_ = r.syncLocked(ctx, e, false)
 			}
 		}
 		e.mu.Unlock()

@@ -26,7 +26,7 @@ type fakeConsul struct {
 	mu       sync.Mutex
 	services map[string]*api.AgentService
 	checks   map[string]*api.AgentCheck
-	writes   []string // "register <id>", "ttl <check> <status>", "deregister <id>"
+	writes   []string // "register <id>", "ttl <id> <status>", "deregister <id>"
 	history  []string // "<tags> <status>" of a service after every write
 	failNext int      // fail that many writes with 500
 }
@@ -60,6 +60,14 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.services[reg.ID] = &api.AgentService{ID: reg.ID, Service: reg.Name, Tags: reg.Tags, Meta: reg.Meta, Address: reg.Address, Port: reg.Port}
 		c := reg.Check
+		if r.URL.Query().Get("replace-existing-checks") == "true" {
+			for id, old := range f.checks {
+				if old.ServiceID == reg.ID && id != c.CheckID {
+					delete(f.checks, id)
+				}
+			}
+		}
+		// Like Consul: an existing check keeps its status and output.
 		if _, ok := f.checks[c.CheckID]; !ok {
 			f.checks[c.CheckID] = &api.AgentCheck{CheckID: c.CheckID, ServiceID: reg.ID, Status: c.Status}
 		}
@@ -78,7 +86,7 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.Status, c.Output = u.Status, u.Output
-		f.writes = append(f.writes, "ttl "+id+" "+u.Status)
+		f.writes = append(f.writes, "ttl "+c.ServiceID+" "+u.Status)
 		f.record(c.ServiceID)
 	case r.Method == http.MethodPut && strings.HasPrefix(path, "/v1/agent/service/deregister/"):
 		id := strings.TrimPrefix(path, "/v1/agent/service/deregister/")
@@ -87,7 +95,11 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		delete(f.services, id)
-		delete(f.checks, CheckID(id))
+		for cid, c := range f.checks {
+			if c.ServiceID == id {
+				delete(f.checks, cid)
+			}
+		}
 		f.writes = append(f.writes, "deregister "+id)
 	case r.Method == http.MethodGet && path == "/v1/agent/services":
 		_ = json.NewEncoder(w).Encode(f.services)
@@ -97,12 +109,33 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// record appends the state of service id: its tags and the status of its
+// checks (the worst counts, as in Consul's aggregated status).
 func (f *fakeConsul) record(id string) {
-	s, c := f.services[id], f.checks[CheckID(id)]
-	if s == nil || c == nil {
+	s := f.services[id]
+	if s == nil {
 		return
 	}
-	f.history = append(f.history, strings.Join(s.Tags, ",")+" "+c.Status)
+	f.history = append(f.history, strings.Join(s.Tags, ",")+" "+f.statusLocked(id).Status)
+}
+
+// statusLocked returns the check of service id; with several, the worst.
+func (f *fakeConsul) statusLocked(id string) api.AgentCheck {
+	rank := map[string]int{api.HealthPassing: 1, api.HealthWarning: 2, api.HealthCritical: 3}
+	var worst api.AgentCheck
+	n := 0
+	for _, c := range f.checks {
+		if c.ServiceID == id {
+			n++
+			if rank[c.Status] > rank[worst.Status] {
+				worst = *c
+			}
+		}
+	}
+	if n > 1 {
+		f.t.Errorf("fake consul: service %s has %d checks", id, n)
+	}
+	return worst
 }
 
 // take returns and clears the writes and history so far.
@@ -117,10 +150,7 @@ func (f *fakeConsul) take() (writes, history []string) {
 func (f *fakeConsul) check(id string) api.AgentCheck {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c := f.checks[CheckID(id)]; c != nil {
-		return *c
-	}
-	return api.AgentCheck{}
+	return f.statusLocked(id)
 }
 
 func newTestRegistrar(t *testing.T, addr, token string) *Registrar {
@@ -150,7 +180,6 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 	r := newTestRegistrar(t, srv.URL, "")
 	ctx := context.Background()
 	id := "redis-10.0.0.1-6379"
-	check := "service:" + id
 	replica := testService("replica", "m-replica")
 	master := testService("master", "m-master")
 
@@ -158,34 +187,43 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		name   string
 		do     func() error
 		writes []string
+		output string // the check output in Consul afterwards
 	}{
-		{"first registration", func() error {
+		{"first registration: status and output unknown, so both", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
-		}, []string{"register " + id, "ttl " + check + " passing"}},
+		}, []string{"register " + id, "ttl " + id + " passing"}, "offset=1"},
 		{"unchanged", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
-		}, nil},
+		}, nil, "offset=1"},
 		{"output only waits for the refresh", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=2"})
-		}, nil},
+		}, nil, "offset=1"},
 		{"refresh carries the output", func() error {
 			r.refresh(ctx)
 			return nil
-		}, []string{"ttl " + check + " passing"}},
+		}, []string{"ttl " + id + " passing"}, "offset=2"},
 		{"status change is one write", func() error {
 			return r.Update(ctx, replica, Health{api.HealthWarning, "link down"})
-		}, []string{"ttl " + check + " warning"}},
-		{"role change to passing: register first", func() error {
+		}, []string{"ttl " + id + " warning"}, "link down"},
+		{"role change is one write", func() error {
 			return r.Update(ctx, master, Health{api.HealthPassing, "confirmed"})
-		}, []string{"register " + id, "ttl " + check + " passing"}},
-		{"role change to critical: check first", func() error {
+		}, []string{"register " + id}, ""},
+		{"its output follows from Run", func() error {
+			r.retryDue(ctx)
+			return nil
+		}, []string{"ttl " + id + " passing"}, "confirmed"},
+		{"role change to critical is one write", func() error {
 			return r.Update(ctx, testService("unknown"), Health{api.HealthCritical, "claims master"})
-		}, []string{"ttl " + check + " critical", "register " + id}},
-		{"meta change with the same status: register only", func() error {
+		}, []string{"register " + id}, ""},
+		{"meta change with the same status is one write", func() error {
 			s := testService("unknown")
 			s.Meta["redis_version"] = "7.0.15"
 			return r.Update(ctx, s, Health{api.HealthCritical, "claims master"})
-		}, []string{"register " + id}},
+		}, []string{"register " + id}, ""},
+		{"Run writes the output", func() error {
+			r.retryDue(ctx)
+			return nil
+		}, []string{"ttl " + id + " critical"}, "claims master"},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -195,8 +233,11 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		if !slices.Equal(writes, st.writes) {
 			t.Fatalf("%s: writes %q, want %q", st.name, writes, st.writes)
 		}
+		if c := f.check(id); c.Output != st.output {
+			t.Fatalf("%s: output %q, want %q", st.name, c.Output, st.output)
+		}
 	}
-	if c := f.check(id); c.Status != api.HealthCritical || c.Output != "claims master" {
+	if c := f.check(id); c.Status != api.HealthCritical {
 		t.Fatalf("check = %s %q", c.Status, c.Output)
 	}
 }
@@ -257,7 +298,7 @@ func TestRegistrarRepairsLostRegistrations(t *testing.T) {
 	// The Consul agent restarted without state: the resync notices.
 	wipe()
 	r.resync(ctx)
-	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl service:" + id + " passing"}) {
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl " + id + " passing"}) {
 		t.Fatalf("after resync: writes %q", writes)
 	}
 
@@ -361,5 +402,19 @@ func TestRegistrarRemove(t *testing.T) {
 	}
 	if len(r.Status()) != 0 {
 		t.Fatalf("status after DeregisterAll: %+v", r.Status())
+	}
+}
+
+func TestTruncateOutput(t *testing.T) {
+	long := strings.Repeat("a", 4095) + "é" + "tail"
+	got := truncateOutput(long)
+	if got != strings.Repeat("a", 4095) {
+		t.Fatalf("cut inside a rune or kept too much: len %d", len(got))
+	}
+	if s := strings.Repeat("b", 4096); truncateOutput(s) != s {
+		t.Fatal("cut output at the limit")
+	}
+	if got := truncateOutput(strings.Repeat("c", 5000)); len(got) != 4096 {
+		t.Fatalf("len %d, want 4096", len(got))
 	}
 }

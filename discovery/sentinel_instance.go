@@ -32,6 +32,9 @@ type SentinelInstanceOptions struct {
 
 	Registry Registry // required
 
+	// Logger is used as is: pass the agent's logger.Named(telemetry.LogSentinel)
+	// (with the service ID). Metrics and Journal are accepted so every runner
+	// is wired alike; the Registry already records the Consul side.
 	Logger  hclog.Logger
 	Metrics *telemetry.Metrics
 	Journal *telemetry.Journal
@@ -91,12 +94,9 @@ func NewSentinelInstance(o SentinelInstanceOptions) (*SentinelInstance, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	if o.Metrics == nil {
-		o.Metrics = telemetry.NewTestMetrics()
-	}
 	id := ServiceID(o.Service, o.Announce)
 	return &SentinelInstance{
-		opts: o, log: o.Logger.With("service_id", id), id: id, host: host, port: port,
+		opts: o, log: o.Logger, id: id, host: host, port: port,
 		status: SentinelInstanceStatus{Address: o.Address, Announce: o.Announce, ServiceID: id},
 	}, nil
 }
@@ -115,11 +115,7 @@ func (s *SentinelInstance) Status() SentinelInstanceStatus {
 
 // Run checks the Sentinel every Tick until ctx is done and returns nil.
 func (s *SentinelInstance) Run(ctx context.Context) error {
-	c := redis.NewClient(&redis.Options{
-		Addr: s.opts.Address, Username: s.opts.Username, Password: s.opts.Password, TLSConfig: s.opts.TLSConfig,
-		Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1, ContextTimeoutEnabled: true,
-		DialTimeout: s.opts.Timeout, ReadTimeout: s.opts.Timeout, WriteTimeout: s.opts.Timeout,
-	})
+	c := redis.NewClient(failFast(s.opts.Address, s.opts.Username, s.opts.Password, s.opts.TLSConfig, s.opts.Timeout, 1))
 	defer c.Close()
 	tick := time.NewTicker(s.opts.Tick)
 	defer tick.Stop()
@@ -155,9 +151,6 @@ func (s *SentinelInstance) evaluate(ctx context.Context, c *redis.Client) {
 	defer s.mu.Unlock()
 	if uerr == nil {
 		s.lastTags = tags
-	}
-	if uerr != nil && s.status.LastError != uerr.Error() {
-		s.log.Error("consul update failed; the registrar retries", "error", uerr)
 	}
 	if s.status.Status != h.Status {
 		s.log.Info("sentinel check", "status", h.Status, "output", h.Output)

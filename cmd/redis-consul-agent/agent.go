@@ -7,8 +7,10 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
 	"github.com/seed42ef8afe/redis-consul-agent/agent"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
+	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/urfave/cli/v2"
 )
 
@@ -23,6 +25,8 @@ func agentCommand() *cli.Command {
 				return err
 			}
 			logger := agent.NewLogger(cfg.Log, os.Stderr)
+			// go-redis prints dial failures on every retry; keep them at debug.
+			redis.SetLogger(discovery.RedisLog{Logger: logger.Named("go-redis")})
 			a, err := agent.New(agent.Options{
 				Config: cfg,
 				Logger: logger,

@@ -1,0 +1,161 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// fakeTruth is a TruthSource the test sets by hand.
+type fakeTruth struct {
+	mu      sync.Mutex
+	masters map[string]Master
+	subs    []chan struct{}
+}
+
+func (f *fakeTruth) Masters() map[string]Master {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]Master, len(f.masters))
+	for k, v := range f.masters {
+		out[k] = v
+	}
+	return out
+}
+
+func (f *fakeTruth) Subscribe() (<-chan struct{}, func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	f.subs = append(f.subs, ch)
+	return ch, func() {}
+}
+
+func (f *fakeTruth) set(m Master) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.masters = map[string]Master{m.Name: m}
+	for _, ch := range f.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fakeRegistry records what the runner hands over.
+type fakeRegistry struct {
+	mu      sync.Mutex
+	updates []string // "<tags> <status>"
+	last    Service
+	lastH   Health
+}
+
+func (f *fakeRegistry) Update(_ context.Context, svc Service, h Health) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := fmt.Sprintf("%v %s", svc.Tags, h.Status)
+	if len(f.updates) == 0 || f.updates[len(f.updates)-1] != s {
+		f.updates = append(f.updates, s)
+	}
+	f.last, f.lastH = svc, h
+	return nil
+}
+
+func (f *fakeRegistry) state() (Service, Health) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last, f.lastH
+}
+
+func TestInstanceFollowsTheTruth(t *testing.T) {
+	node := newFakeNode(t)
+	node.setRole("master", int64(7), []any{})
+	node.setInfo("# Server", "redis_version:7.0.15", "loading:0")
+	other := "10.9.9.9:6379"
+	truth := &fakeTruth{}
+	truth.set(Master{Name: "shard_a", Addr: node.addr, Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3})
+	reg := &fakeRegistry{}
+	journal, metrics := telemetry.NewJournal(50), telemetry.NewTestMetrics()
+	inst, err := NewInstance(InstanceOptions{
+		Address: node.addr, MasterName: "shard_a", Tick: time.Hour, Timeout: 200 * time.Millisecond,
+		Truth: truth, Registry: reg, Journal: journal, Metrics: metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- inst.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	wait := func(what string, cond func(Service, Health) bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			svc, h := reg.state()
+			if cond(svc, h) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: last update %+v %+v", what, svc, h)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	wait("master", func(s Service, h Health) bool {
+		return slices.Equal(s.Tags, []string{"master", "shard-a-master"}) && h.Status == api.HealthPassing
+	})
+	svc, _ := reg.state()
+	wantMeta := map[string]string{"role": "master", "master_name": "shard_a", "redis_version": "7.0.15"}
+	if svc.ID != ServiceID("redis", node.addr) || svc.Name != "redis" || fmt.Sprint(svc.Meta) != fmt.Sprint(wantMeta) {
+		t.Fatalf("service %+v", svc)
+	}
+
+	// The truth moves away (the tick is an hour: only the notification
+	// can explain a prompt re-evaluation).
+	truth.set(Master{Name: "shard_a", Addr: other, Source: SourceSwitchMaster, Agree: 1, Reporting: 3, Total: 3})
+	wait("disowned master", func(s Service, h Health) bool {
+		return len(s.Tags) == 0 && h.Status == api.HealthCritical
+	})
+
+	// It comes back to this node after a failover the Monitor journaled:
+	// the runner records when Consul got it.
+	at := time.Now()
+	journal.Failover("shard_a", other, node.addr, at)
+	truth.set(Master{Name: "shard_a", Addr: node.addr, Source: SourceSwitchMaster, Agree: 1, Reporting: 3, Total: 3})
+	wait("master again", func(s Service, h Health) bool {
+		return slices.Contains(s.Tags, "master") && h.Status == api.HealthPassing
+	})
+	fs := journal.Failovers()
+	if len(fs) != 1 || fs[0].ConsulAt.IsZero() {
+		t.Fatalf("failover not marked applied: %+v", fs)
+	}
+	var m dto.Metric
+	if err := metrics.Reaction.WithLabelValues("consul").(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.GetHistogram().GetSampleCount() != 1 {
+		t.Fatalf("reaction observed %d times", m.GetHistogram().GetSampleCount())
+	}
+	t.Logf("truth change → registry update in %s", fs[0].ConsulAt.Sub(at))
+
+	st := inst.Status()
+	if st.Role != RoleMaster || st.Status != api.HealthPassing || st.LocalRole != RoleMaster || st.Version != "7.0.15" {
+		t.Fatalf("status %+v", st)
+	}
+}

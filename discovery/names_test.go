@@ -1,0 +1,36 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: 100 * time.Millisecond, max: time.Second}
+	caps := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, c := range caps {
+		d := b.next()
+		hi := c * time.Millisecond
+		if d < hi/2 || d > hi {
+			t.Fatalf("attempt %d: %s outside [%s, %s]", i, d, hi/2, hi)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 100*time.Millisecond {
+		t.Fatalf("after reset: %s", d)
+	}
+}
+
+func TestRedisLog(t *testing.T) {
+	var buf bytes.Buffer
+	l := RedisLog{Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: &buf})}
+	l.Printf(context.Background(), "redis: dial %s failed\n", "10.0.0.1:6379")
+	if !strings.Contains(buf.String(), "[DEBUG] redis: dial 10.0.0.1:6379 failed") {
+		t.Fatalf("logged %q", buf.String())
+	}
+}
