@@ -11,7 +11,7 @@
 #   CGO_ENABLED=0 go build -trimpath -o bin/docker/redis-consul-agent ./cmd/redis-consul-agent
 #   DOCKER_BUILDKIT=1 docker build --build-arg AGENT_FROM=prebuilt -t redis-consul-agent .
 ARG BASE_IMAGE=debian:bookworm-slim
-ARG GO_IMAGE=golang:1.26-bookworm
+ARG GO_IMAGE=golang:1.26
 # build: compile in the image; prebuilt: take bin/docker/redis-consul-agent.
 ARG AGENT_FROM=build
 
@@ -32,6 +32,10 @@ COPY bin/docker/redis-consul-agent /out/redis-consul-agent
 FROM ${AGENT_FROM} AS agent
 
 FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="redis-consul-agent" \
+      org.opencontainers.image.description="redis-consul-agent with redis-server, redis-sentinel and nutcracker" \
+      org.opencontainers.image.source="https://github.com/seed42ef8afe/redis-consul-agent" \
+      io.github.seed42ef8afe.rca.image="agent"
 # Debian's packages try to start their services: nothing runs init here.
 RUN set -eux; \
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \

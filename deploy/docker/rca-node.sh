@@ -184,7 +184,7 @@ setup_twemproxy() {
 # servers on the current masters.
 ${RCA_POOL_NAME:-demo}:
   listen: $listen
-  hash: fnv1a_64
+  hash: murmur
   distribution: ketama
   redis: true
   auto_eject_hosts: false
@@ -207,7 +207,9 @@ twemproxy:
     announce: $ip
     restart:
       mode: supervise
-      command: [nutcracker, -c, $conf, -s, "$stats"]
+      # Debian's nutcracker logs to /var/log/nutcracker and writes its pid to
+      # /run/nutcracker by default, which the unprivileged user cannot.
+      command: [nutcracker, -c, $conf, -s, "$stats", -o, /dev/stderr, -p, $dir/nutcracker.pid]
 EOF
 }
 
@@ -259,6 +261,7 @@ main() {
   local daemon=$!
   run_agent_loop &
   local agent=$!
+  # shellcheck disable=SC2317 # called by the trap
   stop() {
     log "stopping: agent first (it deregisters), then ${DAEMON[0]}"
     kill -TERM "$agent" 2>/dev/null || true

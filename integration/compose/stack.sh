@@ -181,6 +181,8 @@ build_agent() {
   say "building $RCA_IMAGE"
   docker_build -t "$RCA_IMAGE" --build-arg AGENT_FROM=prebuilt \
     --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" "$ROOT"
+  # Each build leaves the previous image untagged: drop those.
+  docker image prune -f --filter label=io.github.seed42ef8afe.rca.image=agent >/dev/null
 }
 
 compose() {
