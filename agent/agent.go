@@ -292,7 +292,8 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 	inst, err := discovery.NewInstance(discovery.InstanceOptions{
 		Address: r.Address, Announce: r.Announce, MasterName: r.MasterName, Service: r.Service, Node: c.NodeName,
 		Username: r.Username, Password: r.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
-		Truth: a.monitor, Registry: a.registrar,
+		StaleMasterGrace: c.Timing.StaleMasterGrace.D(),
+		Truth:            a.monitor, Registry: a.registrar,
 		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {

@@ -6,6 +6,9 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -64,11 +67,31 @@ func NewConsulClient(o ConsulOptions) (*api.Client, error) {
 	if o.Datacenter != "" {
 		cfg.Datacenter = o.Datacenter
 	}
+	// A request that timed out must not reach Consul later: with the
+	// default linger, bytes left in the socket are still sent after close,
+	// so a write decided during a partition could land after it heals.
+	// Linger 0 makes close a reset that drops them.
+	cfg.Transport.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: lingerZero}).DialContext
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
 	return c, nil
+}
+
+// lingerZero sets SO_LINGER {on, 0} on a TCP socket.
+func lingerZero(network, _ string, rc syscall.RawConn) error {
+	if !strings.HasPrefix(network, "tcp") {
+		return nil
+	}
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // ConsulSentinels returns a Discover function for MonitorOptions that lists

@@ -135,3 +135,29 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestGuardStale(t *testing.T) {
+	warnMaster := Decision{Role: RoleMaster, Status: api.HealthWarning, Why: "master; Sentinel truth unknown"}
+	cases := []struct {
+		name        string
+		d           Decision
+		unconfirmed time.Duration
+		grace       time.Duration
+		wantRole    string
+		wantStatus  string
+	}{
+		{"within grace keeps the role", warnMaster, 2 * time.Second, 5 * time.Second, RoleMaster, api.HealthWarning},
+		{"past grace withdraws the tag", warnMaster, 6 * time.Second, 5 * time.Second, RoleUnknown, api.HealthCritical},
+		{"negative grace keeps it for ever", warnMaster, time.Hour, -1, RoleMaster, api.HealthWarning},
+		{"a confirmed master is untouched", Decision{Role: RoleMaster, Status: api.HealthPassing}, time.Hour, time.Second, RoleMaster, api.HealthPassing},
+		{"a replica is untouched", Decision{Role: RoleReplica, Status: api.HealthWarning}, time.Hour, time.Second, RoleReplica, api.HealthWarning},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := guardStale(tc.d, tc.unconfirmed, tc.grace)
+			if got.Role != tc.wantRole || got.Status != tc.wantStatus {
+				t.Fatalf("guardStale = %s/%s, want %s/%s (%s)", got.Role, got.Status, tc.wantRole, tc.wantStatus, got.Why)
+			}
+		})
+	}
+}

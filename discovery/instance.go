@@ -11,11 +11,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
 )
+
+// guardStale withdraws the master tag of a master that no Sentinel
+// majority has confirmed for longer than grace. Without it, an old master
+// cut off from every Sentinel (and from Consul) keeps asserting "master,
+// warning", and the write that reaches Consul when the partition heals puts
+// it back in DNS beside the new master.
+func guardStale(d Decision, unconfirmed, grace time.Duration) Decision {
+	if grace < 0 || d.Role != RoleMaster || d.Status != api.HealthWarning || unconfirmed <= grace {
+		return d
+	}
+	return Decision{Role: RoleUnknown, Status: api.HealthCritical,
+		Why: fmt.Sprintf("claims master, but no Sentinel majority has confirmed it for %s (stale_master_grace %s): not advertised as master in case it is cut off during a failover; %s",
+			unconfirmed.Round(time.Millisecond), grace, d.Why)}
+}
 
 // TruthSource is what the role logic needs from the Monitor.
 type TruthSource interface {
@@ -45,6 +60,13 @@ type InstanceOptions struct {
 	// (default 1s); Timeout bounds each read of Redis (default 500ms).
 	Tick    time.Duration
 	Timeout time.Duration
+	// StaleMasterGrace is how long a local master keeps its master tag
+	// (as warning) while no Sentinel majority confirms it (default 5s;
+	// negative: for ever). An agent that reaches no Sentinel cannot tell
+	// "the Sentinels are down" from "this node is cut off and being failed
+	// over", so past the grace it withdraws the tag. Keep it below
+	// Sentinel's down-after-milliseconds.
+	StaleMasterGrace time.Duration
 
 	Truth    TruthSource // required: usually the Monitor
 	Registry Registry    // required: usually the Registrar
@@ -87,9 +109,12 @@ type Instance struct {
 
 	client *redis.Client
 
-	mu        sync.Mutex
-	status    InstanceStatus
-	lastRole  string // role last written to Consul
+	mu       sync.Mutex
+	status   InstanceStatus
+	lastRole string // role last written to Consul
+	// confirmed is when a Sentinel majority or event last confirmed this
+	// node as master (or Run started); only the Run loop touches it.
+	confirmed time.Time
 	lastTruth Master
 	version   string
 	reread    bool // read the version again: Redis was unreachable
@@ -115,6 +140,9 @@ func NewInstance(o InstanceOptions) (*Instance, error) {
 	}
 	if o.Service == "" {
 		o.Service = "redis"
+	}
+	if o.StaleMasterGrace == 0 {
+		o.StaleMasterGrace = 5 * time.Second
 	}
 	if o.Tick <= 0 {
 		o.Tick = time.Second
@@ -163,6 +191,7 @@ func (i *Instance) Run(ctx context.Context) error {
 	tick := time.NewTicker(i.opts.Tick)
 	defer tick.Stop()
 
+	i.confirmed = time.Now()
 	i.evaluate(ctx, "start")
 	for {
 		select {
@@ -190,6 +219,10 @@ func (i *Instance) evaluate(ctx context.Context, why string) {
 	}
 	truth := i.opts.Truth.Masters()[i.opts.MasterName]
 	d := Decide(local, truth, i.opts.Announce, i.opts.Address)
+	if d.Role == RoleMaster && d.Status == api.HealthPassing {
+		i.confirmed = time.Now()
+	}
+	d = guardStale(d, time.Since(i.confirmed), i.opts.StaleMasterGrace)
 	svc := Service{
 		ID:      i.id,
 		Name:    i.opts.Service,

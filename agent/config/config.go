@@ -158,6 +158,10 @@ type Timing struct {
 	ConsulResync Duration `yaml:"consul_resync"`
 	// ProxyCheck is the period of the twemproxy pool health check.
 	ProxyCheck Duration `yaml:"proxy_check"`
+	// StaleMasterGrace is how long a local master keeps its master tag
+	// while no Sentinel majority confirms it; "-1s" keeps it for ever.
+	// Keep it below Sentinel's down-after-milliseconds.
+	StaleMasterGrace Duration `yaml:"stale_master_grace"`
 }
 
 // Duration is a time.Duration written in Go syntax ("500ms", "2s").
@@ -192,11 +196,12 @@ func Defaults() Config {
 		HTTP: HTTP{Address: "127.0.0.1:8765"},
 		Log:  Log{Level: "info", Format: "text"},
 		Timing: Timing{
-			Tick:            Duration(time.Second),
-			SentinelTimeout: Duration(300 * time.Millisecond),
-			SentinelResync:  Duration(time.Second),
-			ConsulResync:    Duration(2 * time.Second),
-			ProxyCheck:      Duration(time.Second),
+			Tick:             Duration(time.Second),
+			SentinelTimeout:  Duration(300 * time.Millisecond),
+			SentinelResync:   Duration(time.Second),
+			ConsulResync:     Duration(2 * time.Second),
+			ProxyCheck:       Duration(time.Second),
+			StaleMasterGrace: Duration(5 * time.Second),
 		},
 	}
 }

@@ -21,6 +21,7 @@
 #   RCA_NODE_NAME        node_name of the agent [hostname]
 #   CONSUL_HTTP_ADDR     the Consul agent's HTTP API [consul:8500]
 #   RCA_CONSUL_TTL       TTL of the agent's checks [10s]
+#   RCA_STALE_MASTER_GRACE  how long an unconfirmed master keeps its tag [5s]
 #   RCA_HTTP_ADDR        agent status API and dashboard [0.0.0.0:8765]
 #   RCA_LOG_LEVEL        agent log level [info]
 #   RCA_SENTINELS        Sentinels the agent follows, host:port,host:port
@@ -75,6 +76,8 @@ consul:
   ttl: ${RCA_CONSUL_TTL:-10s}
 http:
   address: ${RCA_HTTP_ADDR:-0.0.0.0:8765}
+timing:
+  stale_master_grace: ${RCA_STALE_MASTER_GRACE:-5s}
 log:
   level: ${RCA_LOG_LEVEL:-info}
   format: text
