@@ -16,7 +16,10 @@ export RCA_CONSUL_BIN := $(CACHE_BIN)/consul
 # its 90 minutes.
 INTEGRATION_TIMEOUT ?= 45m
 
-.PHONY: deps build test unit integration vet lint demo bench clean
+# The Docker stack's end-to-end test builds images; give it its own budget.
+COMPOSE_TIMEOUT ?= 20m
+
+.PHONY: deps build test unit integration vet demo clean compose-up compose-down test-compose
 
 ## deps: install redis-server, redis-sentinel, nutcracker, dig and build Consul (cached)
 deps:
@@ -38,8 +41,20 @@ unit:
 integration: deps build
 	RCA_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
+## test-compose: end-to-end test of the Docker stack (DNS, twemproxy, stopped master, partition)
+test-compose: deps
+	RCA_COMPOSE=1 $(GO) test -count=1 -timeout $(COMPOSE_TIMEOUT) -run '^TestCompose$$' -v ./integration/
+
+## compose-up: the Docker stack of docker-compose.yml, built locally (works with no image registry)
+compose-up: deps
+	bash integration/compose/stack.sh up
+
+## compose-down: stop and remove the Docker stack
+compose-down:
+	bash integration/compose/stack.sh down
+
 ## test: everything CI runs
-test: deps vet unit integration
+test: deps vet unit integration test-compose
 
 ## demo: a local stack (Consul, 3 Redis, 3 Sentinels, twemproxy, agents) until Ctrl-C
 demo: deps build
