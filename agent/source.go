@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -89,8 +91,14 @@ func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	cfg := a.cfg
 	a.mu.Unlock()
 	q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	// hidden lists the services of which Consul dropped instances the ACL
+	// token may not read: an empty answer then does not mean "none".
+	var hidden []string
 	fetch := func(service string) ([]*api.ServiceEntry, error) {
-		entries, _, err := a.consul.Health().Service(service, "", false, q)
+		entries, meta, err := a.consul.Health().Service(service, "", false, q)
+		if err == nil && meta != nil && meta.ResultsFilteredByACLs {
+			hidden = append(hidden, service)
+		}
 		return entries, err
 	}
 	var redisEntries []*api.ServiceEntry
@@ -118,6 +126,9 @@ func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	c := httpapi.BuildCluster(redisEntries, sentinelEntries, proxyEntries, truth, views)
 	if firstErr != nil {
 		c.Error = "consul: " + firstErr.Error()
+	} else if len(hidden) > 0 {
+		c.Error = fmt.Sprintf("consul: the ACL token may not read every instance of %s, so this view is incomplete (it needs service:read on them and node:read)",
+			strings.Join(hidden, ", "))
 	}
 	return c
 }

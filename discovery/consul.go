@@ -105,9 +105,14 @@ func lingerZero(network, _ string, rc syscall.RawConn) error {
 func ConsulSentinels(client *api.Client, service string) func(ctx context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
 		q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
-		entries, _, err := client.Health().Service(service, "", false, q)
+		entries, meta, err := client.Health().Service(service, "", false, q)
 		if err != nil {
 			return nil, fmt.Errorf("list %s in consul: %w", service, err)
+		}
+		// Consul drops what the token may not read without an error: a
+		// partial set would silently shrink the majority's electorate.
+		if meta != nil && meta.ResultsFilteredByACLs {
+			return nil, fmt.Errorf("list %s in consul: %w", service, aclHidError(service))
 		}
 		seen := make(map[string]bool, len(entries))
 		out := make([]string, 0, len(entries))
@@ -131,4 +136,11 @@ func ConsulSentinels(client *api.Client, service string) func(ctx context.Contex
 		sort.Strings(out)
 		return out, nil
 	}
+}
+
+// aclHidError says that Consul hid instances of service from the ACL token
+// (X-Consul-Results-Filtered-By-ACLs): the health API needs service:read on
+// the service and node:read on the nodes it runs on.
+func aclHidError(service string) error {
+	return fmt.Errorf("consul hid instances the ACL token may not read (it needs service:read on %q and node:read)", service)
 }

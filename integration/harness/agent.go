@@ -38,6 +38,12 @@ func (a *Agent) Reload() error { return a.signal(syscall.SIGHUP) }
 // here, on ip) and starts bin with `agent --config`, ready once /healthz
 // answers. bin empty means AgentBinary().
 func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, error) {
+	return c.StartAgentEnv(bin, name, ip, cfg, nil)
+}
+
+// StartAgentEnv is StartAgent with env (KEY=value) added to the agent's
+// environment, e.g. CONSUL_HTTP_TOKEN.
+func (c *Cluster) StartAgentEnv(bin, name, ip string, cfg map[string]any, env []string) (*Agent, error) {
 	if bin == "" {
 		b, err := AgentBinary()
 		if err != nil {
@@ -59,7 +65,7 @@ func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, 
 		return nil, err
 	}
 	p, err := c.Start(ProcessSpec{
-		Name: name, Argv: []string{bin, "agent", "--config", a.ConfigPath}, IP: ip, Ports: []int{port},
+		Name: name, Argv: []string{bin, "agent", "--config", a.ConfigPath}, Env: env, IP: ip, Ports: []int{port},
 		Ready: func(ctx context.Context) error { return httpOK(ctx, a.URL("/healthz")) },
 	})
 	if err != nil {

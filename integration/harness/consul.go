@@ -25,6 +25,11 @@ type ConsulOptions struct {
 	ACL      bool
 	LogLevel string         // default info
 	Extra    map[string]any // top-level config keys, merged over the generated ones
+	// HTTPS serves the HTTP API over TLS only, on HTTPPort (Consul's https
+	// port; the plain http port is off), with a certificate for the server's
+	// IP and server.dc1.consul from a new CA (Consul.CA). Client and
+	// ClientWithToken trust that CA.
+	HTTPS bool
 }
 
 // Consul is a running single-node Consul server: server, client and DNS on
@@ -32,6 +37,8 @@ type ConsulOptions struct {
 type Consul struct {
 	*Process
 	HTTPPort, DNSPort, SerfLANPort, SerfWANPort, ServerPort int
+	// CA signed the HTTPS certificate (nil without ConsulOptions.HTTPS).
+	CA *CA
 
 	ip      string
 	node    string
@@ -88,6 +95,21 @@ func (c *Cluster) StartConsul(opts ConsulOptions) (*Consul, error) {
 		// which Restart(false) could not keep): a leader about 1.5s after start.
 		"performance": map[string]any{"raft_multiplier": 1},
 	}
+	if opts.HTTPS {
+		if k.CA, err = NewCA(dir, name); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		certFile, keyFile, err := k.CA.Issue(name+"-server", []string{ip}, "server.dc1.consul", "localhost")
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		ports := cfg["ports"].(map[string]int)
+		ports["http"], ports["https"] = -1, k.HTTPPort
+		cfg["tls"] = map[string]any{"defaults": map[string]any{
+			"ca_file": k.CA.CertFile, "cert_file": certFile, "key_file": keyFile,
+			"verify_incoming": false, "verify_outgoing": false,
+		}}
+	}
 	if opts.ACL {
 		k.token = newUUID()
 		cfg["acl"] = map[string]any{
@@ -143,7 +165,17 @@ func (k *Consul) ready(ctx context.Context) error {
 }
 
 // HTTPAddr is the HTTP API address (ip:port), as CONSUL_HTTP_ADDR wants it.
+// With HTTPS, clients need the scheme too: see HTTPURL.
 func (k *Consul) HTTPAddr() string { return net.JoinHostPort(k.ip, strconv.Itoa(k.HTTPPort)) }
+
+// HTTPURL is the HTTP API address with its scheme: http://ip:port, or
+// https://ip:port with ConsulOptions.HTTPS.
+func (k *Consul) HTTPURL() string {
+	if k.CA != nil {
+		return "https://" + k.HTTPAddr()
+	}
+	return "http://" + k.HTTPAddr()
+}
 
 // DNSAddr is the DNS server address (ip:port, UDP and TCP).
 func (k *Consul) DNSAddr() string { return net.JoinHostPort(k.ip, strconv.Itoa(k.DNSPort)) }
@@ -160,10 +192,20 @@ func (k *Consul) Client() (*api.Client, error) { return k.ClientWithToken(k.toke
 // ClientWithToken returns an API client using token. An empty token falls back
 // to CONSUL_HTTP_TOKEN like every api client; pass "anonymous" to be anonymous.
 func (k *Consul) ClientWithToken(token string) (*api.Client, error) {
-	cl, err := api.NewClient(&api.Config{
+	cfg := &api.Config{
 		Address: k.HTTPAddr(), Token: token,
 		HttpClient: &http.Client{Timeout: 5 * time.Second},
-	})
+	}
+	if k.CA != nil {
+		tc, err := api.SetupTLSConfig(&api.TLSConfig{CAFile: k.CA.CertFile})
+		if err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", k.HTTPAddr(), err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		cfg.Scheme, cfg.HttpClient.Transport = "https", tr
+	}
+	cl, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", k.HTTPAddr(), err)
 	}

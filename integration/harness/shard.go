@@ -21,6 +21,9 @@ type ShardOptions struct {
 	DownAfter       time.Duration
 	FailoverTimeout time.Duration
 	Password        string // requirepass/masterauth on every node, auth-pass on new Sentinels
+	// RedisExtra are more redis.conf lines for every node, e.g. an ACL user:
+	// "user agent on >secret +role +info".
+	RedisExtra []string
 }
 
 // Shard is a master, its replicas and the Sentinels that watch them.
@@ -49,11 +52,11 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 	defer cancel()
 	s := &Shard{Name: opts.Name, Quorum: opts.Quorum}
 	var err error
-	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password}); err != nil {
+	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password, Extra: opts.RedisExtra}); err != nil {
 		return nil, err
 	}
 	for range opts.Replicas {
-		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Addr(), Password: opts.Password})
+		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Addr(), Password: opts.Password, Extra: opts.RedisExtra})
 		if err != nil {
 			return nil, err
 		}
