@@ -12,15 +12,16 @@ import (
 )
 
 // masterSource adapts the discovery Monitor to what the twemproxy runner
-// follows. A stale truth (no majority, no fresh event) is left out, so the
-// runner keeps the last address it wrote rather than act on a guess.
+// follows. A stale truth (no majority, no fresh event) is passed on marked
+// Stale: the runner does not act on it, but keeps the name in templates
+// and makes the pool checks warn.
 type masterSource struct{ m *discovery.Monitor }
 
 func (s masterSource) Masters() map[string]twemproxy.Master {
 	out := map[string]twemproxy.Master{}
 	for name, m := range s.m.Masters() {
-		if m.Known() {
-			out[name] = twemproxy.Master{Addr: m.Addr, Since: m.Since}
+		if m.Addr != "" {
+			out[name] = twemproxy.Master{Addr: m.Addr, Since: m.Since, Stale: !m.Known()}
 		}
 	}
 	return out
@@ -44,7 +45,7 @@ func ProxyOptions(t config.Twemproxy, c *config.Config) twemproxy.Options {
 	o := twemproxy.Options{
 		Name: t.Name, Node: c.NodeName, ConfigFile: t.ConfigFile, Template: t.Template,
 		NutcrackerBin: t.Nutcracker, Service: t.Service, Announce: t.Announce,
-		Wait:          twemproxy.Wait{Min: t.Wait.Min.D(), Max: t.Wait.Max.D()},
+		Wait:          twemproxy.Wait{Min: t.Wait.Min.D(), Max: t.Wait.Max.D(), Settle: t.Wait.Settle.D()},
 		CheckInterval: c.Timing.ProxyCheck.D(),
 		Restart: twemproxy.RestartOptions{
 			Mode: t.Restart.Mode, Command: t.Restart.Command, Timeout: t.Restart.Timeout.D(),

@@ -20,6 +20,7 @@ type Change struct {
 	Line  int    `json:"line,omitempty"` // line of the entry in the file
 }
 
+// String is the change as a log line shows it: pool/name from -> to.
 func (c Change) String() string {
 	return fmt.Sprintf("%s/%s %s -> %s", c.Pool, c.Name, c.From, c.To)
 }

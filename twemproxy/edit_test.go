@@ -2,6 +2,7 @@ package twemproxy
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -331,4 +332,21 @@ func FuzzEdit(f *testing.F) {
 			t.Fatalf("truth equal to the file changed it: %v %v", err, ch)
 		}
 	})
+}
+
+func BenchmarkEdit200(b *testing.B) {
+	var src strings.Builder
+	src.WriteString("big:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n")
+	masters := map[string]string{}
+	for i := range 200 {
+		fmt.Fprintf(&src, "   - 127.0.0.1:%d:1 m%03d\n", 10000+i, i)
+		masters[fmt.Sprintf("m%03d", i)] = fmt.Sprintf("127.0.0.1:%d", 20000+i)
+	}
+	in := []byte(src.String())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Edit(in, masters); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

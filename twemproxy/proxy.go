@@ -33,9 +33,10 @@ type childWatcher interface {
 	// Exited is closed when the current child exits; nil before the first
 	// start.
 	Exited() <-chan struct{}
-	// Uptime is how long the current child has been running; zero when
-	// none is.
-	Uptime() time.Duration
+	// Started is when the current (or last) child was started.
+	Started() time.Time
+	// ExitError is the wait status of the last child that exited.
+	ExitError() error
 	// Output is the last lines the child printed, for error reports.
 	Output() string
 	// PID is the current child's process ID, 0 when none runs.
@@ -103,6 +104,10 @@ func NewSupervisor(o SupervisorOptions) (*Supervisor, error) {
 func (s *Supervisor) Restart(ctx context.Context) error {
 	if err := s.Stop(ctx); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		// Shutting down: do not leave a new child behind.
+		return fmt.Errorf("restart nutcracker: %w", err)
 	}
 	return s.start()
 }
@@ -218,14 +223,11 @@ func (s *Supervisor) PID() int {
 	return s.cmd.Process.Pid
 }
 
-// Uptime is how long the current child has been running, zero if none is.
-func (s *Supervisor) Uptime() time.Duration {
+// Started is when the current (or last) child was started.
+func (s *Supervisor) Started() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || !open(s.exited) {
-		return 0
-	}
-	return time.Since(s.started)
+	return s.started
 }
 
 // Output is the last lines the child printed.

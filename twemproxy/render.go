@@ -21,6 +21,12 @@ import (
 type Master struct {
 	Addr  string    // host:port, IPv6 in brackets
 	Since time.Time // when the agent learnt this address; zero if unknown
+	// Stale marks a last known address that the Sentinels could not
+	// confirm lately (none reachable, no majority). The runner never acts
+	// on it: the file keeps what it has, and the pool's check warns. A
+	// source must still list stale masters rather than drop them, or a
+	// template would render a pool without that shard.
+	Stale bool
 }
 
 // TemplateMaster is a master as a template sees it.
@@ -35,7 +41,10 @@ type TemplateMaster struct {
 type TemplateData struct {
 	// Node is the agent's node name and Proxy the twemproxy entry's name.
 	Node, Proxy string
-	// Masters is the Sentinel truth by master name.
+	// Masters is the Sentinel truth by master name. A name the current
+	// file uses is kept at its current address while the truth lacks it
+	// or cannot confirm it, so a pool never loses a shard because the
+	// Sentinels are unreachable; remove a shard by changing the template.
 	Masters map[string]TemplateMaster
 	// Pools are the pools of the file as it is now (nil when it is missing
 	// or does not parse), so a template can keep listen addresses.
@@ -93,10 +102,32 @@ func renderFrom(o RenderOptions, cur []byte, masters map[string]Master) (Rendere
 		text, name = string(b), o.Template
 	}
 	data := TemplateData{Node: o.Node, Proxy: o.Name, Masters: map[string]TemplateMaster{}}
+	running := map[string]string{}
 	if cur != nil {
 		data.Pools, _ = Pools(cur)
+		for _, p := range data.Pools {
+			for _, s := range p.Servers {
+				if s.Name != "" && s.Port != 0 {
+					running[s.Name] = s.Addr()
+				}
+			}
+		}
+	}
+	all := make(map[string]Master, len(masters)+len(running))
+	for n, a := range running {
+		// A name the file uses but the truth lacks (Sentinels unreachable,
+		// a source that drops stale names) stays where it is: a pool must
+		// never lose a shard, and its keys, by accident.
+		all[n] = Master{Addr: a, Stale: true}
 	}
 	for n, m := range masters {
+		if a, ok := running[n]; ok && m.Stale {
+			// Not confirmed lately: keep what the proxy uses.
+			m.Addr = a
+		}
+		all[n] = m
+	}
+	for n, m := range all {
 		tm, err := templateMaster(n, m.Addr)
 		if err != nil {
 			return Rendered{}, fmt.Errorf("template %s: %w", name, err)
@@ -165,10 +196,14 @@ func templateMaster(name, addr string) (TemplateMaster, error) {
 	return TemplateMaster{Name: name, Host: host, Port: port, Addr: tw}, nil
 }
 
+// addrs is the truth Edit acts on: stale masters are left out, so their
+// servers keep the address they have.
 func addrs(masters map[string]Master) map[string]string {
 	out := make(map[string]string, len(masters))
 	for n, m := range masters {
-		out[n] = m.Addr
+		if !m.Stale {
+			out[n] = m.Addr
+		}
 	}
 	return out
 }

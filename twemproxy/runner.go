@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,8 +21,9 @@ import (
 // masters, and a notification whenever they change. The agent adapts the
 // discovery Monitor to it.
 type MasterSource interface {
-	// Masters returns the current truth by master name. The runner does
-	// not modify the map.
+	// Masters returns the current truth by master name, including the
+	// last known address of names the Sentinels cannot confirm now
+	// (flagged Stale). The runner does not modify the map.
 	Masters() map[string]Master
 	// Subscribe returns a channel that receives (coalesced) whenever the
 	// truth changes, and a function that ends the subscription.
@@ -34,7 +33,10 @@ type MasterSource interface {
 // Registry is where the pools are registered in Consul. The agent adapts the
 // discovery Registrar, which writes only what changed and keeps TTLs alive.
 type Registry interface {
+	// Update makes Consul hold svc with its check at h; it is called on
+	// every health check, so it must write only what changed.
 	Update(ctx context.Context, svc Service, h Health) error
+	// Remove deregisters a pool that is gone, and every pool on shutdown.
 	Remove(ctx context.Context, id string) error
 }
 
@@ -287,19 +289,20 @@ type loop struct {
 	// run must be retried). force: the next run restarts the proxy even
 	// if the file is unchanged (the child is not running).
 	dirty, force bool
-	firstChange  time.Time
-	lastChange   time.Time
-	lastRunEnd   time.Time
-	quietUntil   time.Time
-	deadline     time.Time
-	notBefore    time.Time
-	failures     int
-	deaths       int
-	runningSHA   string
-	lastErr      string
-	checking     bool
-	checkAgain   bool
-	services     map[string]Service // what the last check registered, by ID
+	// why is the reason of a forced run: start, crash, pending or retry.
+	why        string
+	lastChange time.Time
+	lastRunEnd time.Time
+	quietUntil time.Time
+	deadline   time.Time
+	notBefore  time.Time
+	failures   int
+	deaths     int
+	runningSHA string
+	lastErr    string
+	checking   bool
+	checkAgain bool
+	services   map[string]Service // what the last check registered, by ID
 }
 
 // runAt is when the next run may start.
@@ -326,8 +329,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := CleanTemp(r.o.ConfigFile); err != nil {
 		r.log.Warn("cannot remove temp files of an interrupted rewrite", "error", err)
 	}
-	s := &loop{dirty: true, force: r.child != nil, services: map[string]Service{}}
-	if r.child == nil {
+	s := &loop{dirty: true, force: r.child != nil, why: "start", services: map[string]Service{}}
+	if _, err := os.Stat(pendingMarker(r.o.ConfigFile)); err == nil {
+		// The last agent rewrote the file but died before the proxy
+		// loaded it: restart even though the file looks current.
+		r.log.Warn("a restart was pending when the agent stopped; restarting the proxy")
+		s.force, s.why = true, "pending"
+	} else if r.child == nil {
 		// Command mode: assume the running proxy loaded the file as it is.
 		if b, err := os.ReadFile(r.o.ConfigFile); err == nil {
 			s.runningSHA = sha(b)
@@ -359,12 +367,15 @@ func (r *Runner) Run(ctx context.Context) error {
 				timer.Reset(at.Sub(now))
 			} else {
 				timer.Stop()
-				force := s.force
+				why := ""
+				if s.force {
+					why = s.why
+				}
 				s.inFlight, s.dirty, s.force = true, false, false
 				s.quietUntil, s.deadline = time.Time{}, time.Time{}
 				r.gen.Add(1)
 				childExit = nil
-				go func() { runDone <- r.pipeline(ctx, force) }()
+				go func() { runDone <- r.pipeline(ctx, why) }()
 			}
 		}
 		r.setPending(s.dirty || s.force)
@@ -388,7 +399,9 @@ func (r *Runner) Run(ctx context.Context) error {
 
 		case res := <-runDone:
 			r.finishRun(s, res)
-			if r.child != nil {
+			if r.child != nil && !s.force {
+				// Watch the child this run left running; when the run
+				// left none, the forced retry is already scheduled.
 				childExit = r.child.Exited()
 			}
 			startCheck()
@@ -431,7 +444,6 @@ func (r *Runner) onChange(s *loop, now time.Time) {
 		quiet = max(quiet, r.o.Wait.Settle)
 	}
 	if !s.dirty {
-		s.firstChange = now
 		s.deadline = now.Add(r.o.Wait.Max)
 	}
 	s.dirty = true
@@ -445,11 +457,8 @@ func (r *Runner) onChange(s *loop, now time.Time) {
 // onChildExit handles a supervised nutcracker that died on its own: restart
 // it at once, or with backoff when it keeps dying.
 func (r *Runner) onChildExit(s *loop) {
-	var exitErr error
-	if sup, ok := r.proxy.(*Supervisor); ok {
-		exitErr = sup.ExitError()
-	}
-	uptime := time.Since(r.childStarted())
+	exitErr := r.child.ExitError()
+	uptime := time.Since(r.child.Started())
 	if uptime >= r.o.StableAfter {
 		s.deaths = 0
 	}
@@ -463,18 +472,9 @@ func (r *Runner) onChildExit(s *loop) {
 		"restart_in", delay, "output", r.child.Output())
 	r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: "exit", Subject: r.o.Name, Detail: msg, Level: "error"})
 	r.noteError(s, msg)
-	s.force = true
+	s.force, s.why = true, "crash"
 	s.runningSHA = ""
 	s.notBefore = time.Now().Add(delay)
-}
-
-func (r *Runner) childStarted() time.Time {
-	if sup, ok := r.proxy.(*Supervisor); ok {
-		sup.mu.Lock()
-		defer sup.mu.Unlock()
-		return sup.started
-	}
-	return time.Now()
 }
 
 // backoff is capped exponential with ±20% jitter: n=1 gives about min.
@@ -524,520 +524,4 @@ func (r *Runner) shutdown(s *loop) {
 		}
 	}
 	r.log.Info("stopped")
-}
-
-// runResult is what one pipeline run reports to the loop.
-type runResult struct {
-	start, end time.Time
-	noop       bool
-	forced     bool
-	changes    []Change
-	masters    map[string]Master
-	wrote      bool
-	sha        string // of the desired file
-	// runningSHA is the config the proxy runs after the run; set when
-	// runningKnown.
-	runningSHA   string
-	runningKnown bool
-	restart      *restartResult
-	rollback     *restartResult
-	step         string // failed step
-	err          error
-	proxyDown    bool // no proxy is known to serve after the run
-	renderTime   time.Duration
-	writeTime    time.Duration
-}
-
-// restartResult is one restart and its probe.
-type restartResult struct {
-	at       time.Time
-	first    time.Time // first pool answered
-	last     time.Time // every pool answered
-	duration time.Duration
-	blackout time.Duration
-	step     string
-	err      error
-}
-
-// pipeline is one run of DESIGN §7 steps 2-7. It runs in its own goroutine
-// and touches no loop state.
-func (r *Runner) pipeline(ctx context.Context, force bool) (res runResult) {
-	res.start, res.forced = time.Now(), force
-	defer func() { res.end = time.Now() }()
-	var cur []byte
-	fail := func(step string, err error) runResult {
-		res.step, res.err = step, err
-		if force {
-			// The proxy is not running: serve the file as it is while
-			// the new one is retried.
-			res.proxyDown = true
-			if pools, perr := Pools(cur); cur != nil && perr == nil {
-				rs := r.restart(ctx, pools)
-				res.restart = &rs
-				if rs.err == nil {
-					res.proxyDown = false
-					res.runningSHA, res.runningKnown = sha(cur), true
-				}
-			}
-		}
-		return res
-	}
-
-	res.masters = r.o.Masters.Masters()
-	cur, err := os.ReadFile(r.o.ConfigFile)
-	if err != nil && !(errors.Is(err, fs.ErrNotExist) && r.render.TemplateText+r.render.Template != "") {
-		return fail("render", fmt.Errorf("read %s: %w", r.o.ConfigFile, err))
-	}
-	rd, err := renderFrom(r.render, cur, res.masters)
-	if err != nil {
-		return fail("render", err)
-	}
-	pools, err := Pools(rd.Desired)
-	if err != nil {
-		return fail("render", fmt.Errorf("config to write: %w", err))
-	}
-	res.renderTime = time.Since(res.start)
-	res.changes, res.sha = rd.Changes, sha(rd.Desired)
-	changed := rd.Changed()
-	if !changed && !force {
-		res.noop = true
-		return res
-	}
-
-	if changed {
-		tw := time.Now()
-		var checkErr error
-		wrote, err := WriteAtomic(r.o.ConfigFile, rd.Desired, WriteOptions{
-			Backup: true,
-			Check: func(tmp string) error {
-				vctx, cancel := context.WithTimeout(ctx, r.o.ValidateTimeout)
-				defer cancel()
-				checkErr = CheckFile(vctx, r.o.NutcrackerBin, tmp)
-				return checkErr
-			},
-		})
-		res.writeTime = time.Since(tw)
-		if err != nil {
-			if checkErr != nil {
-				return fail("validate", err)
-			}
-			return fail("write", err)
-		}
-		res.wrote = wrote
-		if wrote {
-			r.o.Metrics.ProxyConfigWrites.WithLabelValues(r.o.Name).Inc()
-		}
-	}
-
-	rs := r.restart(ctx, pools)
-	res.restart = &rs
-	if rs.err == nil {
-		res.runningSHA, res.runningKnown = res.sha, true
-		return res
-	}
-	res.step, res.err = rs.step, rs.err
-	res.runningKnown = true
-	if ctx.Err() != nil {
-		// Shutting down: the new file was validated and the proxy is
-		// being stopped anyway; a rollback now would only lose it.
-		res.err = ctx.Err()
-		return res
-	}
-	if !changed || cur == nil {
-		res.proxyDown = true
-		return res
-	}
-
-	// Roll back: the old file ran before, so it goes back without a check
-	// and without touching the backup, which holds it too.
-	if _, err := WriteAtomic(r.o.ConfigFile, cur, WriteOptions{}); err != nil {
-		res.err = fmt.Errorf("%w; restoring the previous config failed too: %v", res.err, err)
-		res.proxyDown = true
-		return res
-	}
-	oldPools, err := Pools(cur)
-	if err != nil {
-		oldPools = pools
-	}
-	rb := r.restart(ctx, oldPools)
-	res.rollback = &rb
-	r.o.Metrics.ProxyRollbacks.WithLabelValues(r.o.Name, res.step).Inc()
-	if rb.err != nil {
-		res.err = fmt.Errorf("%w; the previous config does not start either: %v", res.err, rb.err)
-		res.proxyDown = true
-		return res
-	}
-	res.runningSHA = sha(cur)
-	return res
-}
-
-// restart restarts the proxy and probes every pool.
-func (r *Runner) restart(ctx context.Context, pools []Pool) (rs restartResult) {
-	rs.at = time.Now()
-	defer func() {
-		result := "ok"
-		if rs.err != nil {
-			result = "failed"
-		} else {
-			r.o.Metrics.ProxyRestartDuration.WithLabelValues(r.o.Name).Observe(rs.duration.Seconds())
-		}
-		r.o.Metrics.ProxyRestarts.WithLabelValues(r.o.Name, result).Inc()
-	}()
-	if err := r.proxy.Restart(ctx); err != nil {
-		rs.step, rs.err = "restart", err
-		return rs
-	}
-	var exited <-chan struct{}
-	if r.child != nil {
-		exited = r.child.Exited()
-	}
-	first, last, err := waitPools(ctx, pools, r.o.ProbeTimeout, exited)
-	if err != nil {
-		if errors.Is(err, errChildExited) {
-			var exitErr error
-			if sup, ok := r.proxy.(*Supervisor); ok {
-				exitErr = sup.ExitError()
-			}
-			err = fmt.Errorf("nutcracker exited while starting (%v): %s", exitErr, oneLine(r.child.Output()))
-		}
-		rs.step, rs.err = "probe", err
-		return rs
-	}
-	rs.first, rs.last = first, last
-	rs.duration, rs.blackout = last.Sub(rs.at), first.Sub(rs.at)
-	return rs
-}
-
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "no output"
-	}
-	lines := strings.Split(s, "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, " / ")
-}
-
-// finishRun takes a run's result into the loop state and reports it.
-func (r *Runner) finishRun(s *loop, res runResult) {
-	s.inFlight = false
-	if res.runningKnown {
-		s.runningSHA = res.runningSHA
-	}
-	if res.noop {
-		s.failures, s.lastErr = 0, ""
-		return
-	}
-	// Only a run that acted marks a burst; a no-op must not delay the next
-	// change.
-	s.lastRunEnd = res.end
-	rs := &RunStatus{At: res.start, DurationMS: ms(res.end.Sub(res.start)), Changes: res.changes, Result: "ok"}
-	r.mu.Lock()
-	r.status.Runs++
-	if r.child != nil {
-		r.status.PID = r.child.PID()
-	}
-	if res.restart != nil {
-		r.status.Restarts++
-		r.status.LastRestart = restartStatus(res.restart, reason(res))
-		if res.runningKnown && res.restart.err == nil {
-			r.status.RunningSHA256 = res.runningSHA
-		}
-	}
-	if res.rollback != nil {
-		r.status.Restarts++
-		r.status.Rollbacks++
-		r.status.LastRestart = restartStatus(res.rollback, "rollback")
-	}
-	r.mu.Unlock()
-
-	if res.err != nil && errors.Is(res.err, context.Canceled) {
-		r.log.Debug("pipeline interrupted by shutdown", "step", res.step)
-	} else if res.err != nil {
-		s.failures++
-		delay := backoff(s.failures, r.o.RetryMin, r.o.RetryMax)
-		s.notBefore = time.Now().Add(delay)
-		s.dirty = true
-		if res.proxyDown && r.child != nil {
-			s.force = true
-			s.runningSHA = ""
-		}
-		rs.Result, rs.Step, rs.Error = "failed", res.step, res.err.Error()
-		if res.rollback != nil && res.rollback.err == nil {
-			rs.Result = "rolled-back"
-		}
-		r.o.Metrics.ProxyPipelineFailures.WithLabelValues(r.o.Name, res.step).Inc()
-		msg := fmt.Sprintf("%s failed: %v", res.step, res.err)
-		r.noteError(s, msg)
-		r.log.Error("pipeline failed", "step", res.step, "error", res.err,
-			"changes", describe(res.changes), "rolled_back", rs.Result == "rolled-back",
-			"proxy_down", res.proxyDown, "retry_in", delay.Round(time.Millisecond))
-		typ := "failure"
-		if res.rollback != nil {
-			typ = "rollback"
-		}
-		r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: typ, Subject: r.o.Name, Detail: msg, Level: "error"})
-	} else {
-		s.failures = 0
-		s.lastErr = ""
-		r.reportSuccess(res)
-	}
-	r.mu.Lock()
-	r.status.LastRun = rs
-	r.mu.Unlock()
-}
-
-func reason(res runResult) string {
-	switch {
-	case res.wrote:
-		return "rewrite"
-	case res.forced:
-		return "start"
-	default:
-		return "restart"
-	}
-}
-
-func restartStatus(rr *restartResult, why string) *RestartStatus {
-	st := &RestartStatus{At: rr.at, DurationMS: ms(rr.duration), BlackoutMS: ms(rr.blackout), Result: "ok", Reason: why}
-	if rr.err != nil {
-		st.Result, st.Error = "failed", rr.err.Error()
-	}
-	return st
-}
-
-// reportSuccess records reaction times, marks the failovers applied and logs
-// the figures an operator tunes against.
-func (r *Runner) reportSuccess(res runResult) {
-	rr := res.restart
-	if rr == nil {
-		return
-	}
-	var worst time.Duration
-	done := map[string]bool{}
-	for _, c := range res.changes {
-		m, ok := res.masters[c.Name]
-		if !ok || done[c.Name] {
-			continue
-		}
-		done[c.Name] = true
-		if !m.Since.IsZero() {
-			d := rr.last.Sub(m.Since)
-			worst = max(worst, d)
-			r.o.Metrics.Reaction.WithLabelValues("twemproxy").Observe(d.Seconds())
-		}
-		r.o.Journal.Applied("twemproxy", c.Name, m.Addr, rr.last)
-	}
-	detail := fmt.Sprintf("restart %s, blackout %s", rr.duration.Round(10*time.Microsecond), rr.blackout.Round(10*time.Microsecond))
-	if len(res.changes) > 0 {
-		detail = describe(res.changes) + "; " + detail
-	}
-	r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: reason(res), Subject: r.o.Name, Detail: detail})
-	r.log.Info("config applied", "reason", reason(res), "changes", describe(res.changes),
-		"restart", rr.duration, "blackout", rr.blackout, "reaction", worst,
-		"render", res.renderTime, "validate_write", res.writeTime, "run", res.end.Sub(res.start))
-}
-
-// checkInput is what a health check needs from the loop.
-type checkInput struct {
-	gen        uint64
-	runningSHA string
-	lastErr    string
-	services   map[string]Service
-}
-
-// checkResult is a health check's findings.
-type checkResult struct {
-	stale    bool
-	pools    []PoolStatus
-	fileSHA  string
-	services map[string]Service
-	err      error
-}
-
-var idUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
-
-// ServiceID is the Consul service ID of a pool: twemproxy-<node>-<pool>.
-func ServiceID(node, pool string) string {
-	return "twemproxy-" + idUnsafe.ReplaceAllString(node, "-") + "-" + idUnsafe.ReplaceAllString(pool, "-")
-}
-
-// check pings every pool, compares its servers with the truth and updates
-// the Consul checks: passing while it answers and matches, warning while it
-// answers but disagrees with Sentinel, critical while it does not answer.
-func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
-	res := checkResult{services: in.services}
-	src, err := os.ReadFile(r.o.ConfigFile)
-	var pools []Pool
-	if err == nil {
-		res.fileSHA = sha(src)
-		pools, err = Pools(src)
-	}
-	if err != nil {
-		res.err = err
-		// Keep what was registered, but say why it cannot be vouched for.
-		for id := range in.services {
-			if r.gen.Load() != in.gen {
-				res.stale = true
-				return res
-			}
-			r.updateService(ctx, in.services[id], Health{Status: HealthCritical, Output: fmt.Sprintf("config %s unreadable: %v", r.o.ConfigFile, err)})
-		}
-		return res
-	}
-	masters := r.o.Masters.Masters()
-	statuses := make([]PoolStatus, len(pools))
-	var wg sync.WaitGroup
-	for i, p := range pools {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i] = r.poolHealth(ctx, p, masters, in, res.fileSHA)
-		}()
-	}
-	wg.Wait()
-	res.pools = statuses
-	if r.gen.Load() != in.gen || ctx.Err() != nil {
-		res.stale = true
-		return res
-	}
-	want := map[string]Service{}
-	for i, p := range pools {
-		svc, ok := r.service(p)
-		if !ok {
-			continue
-		}
-		statuses[i].ServiceID = svc.ID
-		want[svc.ID] = svc
-		if r.o.Registry != nil {
-			r.updateService(ctx, svc, Health{Status: statuses[i].Health, Output: statuses[i].Output})
-		}
-	}
-	for id := range in.services {
-		if _, ok := want[id]; !ok && r.o.Registry != nil {
-			if err := r.o.Registry.Remove(ctx, id); err != nil {
-				r.log.Warn("deregister pool", "service_id", id, "error", err)
-				want[id] = in.services[id] // try again next time
-				continue
-			}
-			deleteCheckStatus(r.o.Metrics, id)
-		}
-	}
-	res.services = want
-	return res
-}
-
-func (r *Runner) updateService(ctx context.Context, svc Service, h Health) {
-	telemetry.SetOneOf(r.o.Metrics.CheckStatus, []string{svc.ID}, h.Status, HealthPassing, HealthWarning, HealthCritical)
-	if r.o.Registry == nil {
-		return
-	}
-	if err := r.o.Registry.Update(ctx, svc, h); err != nil {
-		r.log.Warn("register pool", "service_id", svc.ID, "error", err)
-	}
-}
-
-func deleteCheckStatus(m *telemetry.Metrics, id string) {
-	for _, st := range []string{HealthPassing, HealthWarning, HealthCritical} {
-		m.CheckStatus.DeleteLabelValues(id, st)
-	}
-}
-
-// service is the Consul definition of a pool; unix-socket pools have no
-// port to register.
-func (r *Runner) service(p Pool) (Service, bool) {
-	host, port, ok := p.ListenHostPort()
-	if !ok {
-		return Service{}, false
-	}
-	addr := r.o.Announce
-	if addr == "" {
-		addr = host
-		if h := strings.Trim(host, "[]"); h == "0.0.0.0" || h == "::" {
-			addr = ""
-		}
-	}
-	return Service{
-		ID:      ServiceID(r.o.Node, p.Name),
-		Name:    r.o.Service,
-		Tags:    []string{p.Name},
-		Meta:    map[string]string{"proxy": r.o.Name, "pool": p.Name},
-		Address: addr,
-		Port:    port,
-	}, true
-}
-
-// poolHealth pings one pool and compares its servers with the truth.
-func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Master, in checkInput, fileSHA string) PoolStatus {
-	ps := PoolStatus{Name: p.Name, Listen: p.Listen}
-	var wrong []string
-	managed := 0
-	for _, s := range p.Servers {
-		ss := ServerStatus{Name: s.Name, Addr: s.Addr(), Weight: s.Weight, Matches: true}
-		if m, ok := masters[s.Name]; ok && s.Name != "" {
-			managed++
-			ss.Truth = normalAddr(m.Addr)
-			ss.Matches = ss.Truth == ss.Addr
-			if !ss.Matches {
-				wrong = append(wrong, fmt.Sprintf("%s is %s but Sentinel says %s", s.Name, ss.Addr, ss.Truth))
-			}
-		}
-		ps.Servers = append(ps.Servers, ss)
-	}
-	if err := Ping(ctx, p, r.o.CheckTimeout); err != nil {
-		ps.Health = HealthCritical
-		ps.Output = fmt.Sprintf("pool %s does not answer PING at %s: %v", p.Name, p.Listen, err)
-		return ps
-	}
-	switch {
-	case len(wrong) > 0:
-		ps.Health = HealthWarning
-		ps.Output = fmt.Sprintf("pool %s answers, but %s", p.Name, strings.Join(wrong, "; "))
-		if in.lastErr != "" {
-			ps.Output += " (" + in.lastErr + ")"
-		} else {
-			ps.Output += " (rewrite pending)"
-		}
-	case in.runningSHA != "" && in.runningSHA != fileSHA:
-		ps.Health = HealthWarning
-		ps.Output = fmt.Sprintf("pool %s answers, but nutcracker has not loaded the current file yet", p.Name)
-		if in.lastErr != "" {
-			ps.Output += " (" + in.lastErr + ")"
-		}
-	default:
-		ps.Health = HealthPassing
-		ps.Output = fmt.Sprintf("pool %s answers PING at %s; %d of %d servers follow Sentinel", p.Name, p.Listen, managed, len(p.Servers))
-	}
-	return ps
-}
-
-// applyCheck takes a check's findings into the status.
-func (r *Runner) applyCheck(s *loop, res checkResult) {
-	s.services = res.services
-	if res.err != nil {
-		r.log.Error("cannot read the twemproxy config for the health check", "error", res.err)
-	}
-	if res.stale {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if res.err == nil {
-		r.status.Pools = res.pools
-		r.status.ConfigSHA256 = res.fileSHA
-	}
-	r.status.RunningSHA256 = s.runningSHA
-	if r.child != nil {
-		r.status.PID = r.child.PID()
-	}
-}
-
-func cloneServices(m map[string]Service) map[string]Service {
-	out := make(map[string]Service, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -70,7 +70,7 @@ type RestartStatus struct {
 	// an upper bound of the time the listener refused connections.
 	BlackoutMS float64 `json:"blackout_ms"`
 	Result     string  `json:"result"` // ok or failed
-	Reason     string  `json:"reason"` // rewrite, start, crash, rollback
+	Reason     string  `json:"reason"` // rewrite, start, crash, pending, retry, rollback
 	Error      string  `json:"error,omitempty"`
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +25,7 @@ type RejectedError struct {
 	Err    error    // the exit error
 }
 
+// Error says what nutcracker said and what the agent suspects.
 func (e *RejectedError) Error() string {
 	msg := fmt.Sprintf("nutcracker --test-conf rejected %s: %s", e.File, e.Output)
 	if len(e.Hints) > 0 {
@@ -32,6 +34,7 @@ func (e *RejectedError) Error() string {
 	return msg
 }
 
+// Unwrap returns nutcracker's exit error.
 func (e *RejectedError) Unwrap() error { return e.Err }
 
 // CheckFile runs `nutcracker --test-conf -c path` (argv, no shell) and
@@ -39,6 +42,12 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 // run. The pipeline calls it on the temp file it is about to rename into
 // place, so what was checked is exactly what goes live.
 func CheckFile(ctx context.Context, bin, path string) error {
+	return checkFile(ctx, bin, path, path)
+}
+
+// checkFile checks path but names it name in errors: the pipeline checks a
+// temp file, the operator knows the config file.
+func checkFile(ctx context.Context, bin, path, name string) error {
 	if bin == "" {
 		bin = "nutcracker"
 	}
@@ -55,7 +64,7 @@ func CheckFile(ctx context.Context, bin, path string) error {
 	if !errors.As(err, &exit) {
 		return fmt.Errorf("run nutcracker --test-conf: %w", err)
 	}
-	rej := &RejectedError{File: path, Output: squeeze(out), Err: err}
+	rej := &RejectedError{File: name, Output: squeeze(bytes.ReplaceAll(out, []byte(path), []byte(name))), Err: err}
 	if src, rerr := os.ReadFile(path); rerr == nil {
 		rej.Hints = Hints(src)
 	}
@@ -155,9 +164,9 @@ func Hints(src []byte) []string {
 			switch {
 			case !poolKeys[k.Value]:
 				add("pool %q line %d: unknown key %q", name, k.Line, k.Value)
-			case k.Value == "hash" && !contains(hashes, v.Value):
+			case k.Value == "hash" && !slices.Contains(hashes, v.Value):
 				add("pool %q line %d: hash %q is not one of %s", name, v.Line, v.Value, strings.Join(hashes, ", "))
-			case k.Value == "distribution" && !contains(distributions, v.Value):
+			case k.Value == "distribution" && !slices.Contains(distributions, v.Value):
 				add("pool %q line %d: distribution %q is not one of %s", name, v.Line, v.Value, strings.Join(distributions, ", "))
 			case k.Value == "hash_tag" && len(v.Value) != 2:
 				add("pool %q line %d: hash_tag %q must be two characters", name, v.Line, v.Value)
@@ -180,13 +189,4 @@ func Hints(src []byte) []string {
 	}
 	sort.Strings(hints)
 	return hints
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

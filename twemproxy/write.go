@@ -57,7 +57,11 @@ type WriteOptions struct {
 // directory, fsync, rename, fsync of the directory. Identical content is not
 // written at all (wrote is false). The file keeps its mode and, when the
 // agent may set it, its owner.
+//
+// A symlinked config (a common way to switch configs) stays a symlink: the
+// file it points to is replaced, in its own directory.
 func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err error) {
+	path = resolveLink(path)
 	cur, err := os.ReadFile(path)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -184,7 +188,7 @@ func syncDir(dir string) error {
 // CleanTemp removes the temp files that an interrupted rewrite of path left
 // in its directory. The runner calls it on start.
 func CleanTemp(path string) error {
-	dir, base := filepath.Split(path)
+	dir, base := filepath.Split(resolveLink(path))
 	if dir == "" {
 		dir = "."
 	}
@@ -201,4 +205,13 @@ func CleanTemp(path string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// resolveLink returns the file path finally points to, or path itself when
+// it is not a symlink or does not exist yet.
+func resolveLink(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return path
 }

@@ -132,6 +132,10 @@ type Restart struct {
 type Wait struct {
 	Min Duration `yaml:"min"`
 	Max Duration `yaml:"max"`
+	// Settle is the quiet time that ends a burst: changes arriving while a
+	// run is in flight, or within Settle of the last one, coalesce into one
+	// run (default 50ms; negative: none).
+	Settle Duration `yaml:"settle"`
 }
 
 // HTTP is the status API, metrics and dashboard listener.

@@ -1,0 +1,220 @@
+package twemproxy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+)
+
+// checkInput is what a health check needs from the loop.
+type checkInput struct {
+	gen        uint64
+	runningSHA string
+	lastErr    string
+	services   map[string]Service
+}
+
+// checkResult is a health check's findings.
+type checkResult struct {
+	stale    bool
+	pools    []PoolStatus
+	fileSHA  string
+	services map[string]Service
+	err      error
+}
+
+var idUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
+// ServiceID is the Consul service ID of a pool: twemproxy-<node>-<pool>.
+func ServiceID(node, pool string) string {
+	return "twemproxy-" + idUnsafe.ReplaceAllString(node, "-") + "-" + idUnsafe.ReplaceAllString(pool, "-")
+}
+
+// check pings every pool, compares its servers with the truth and updates
+// the Consul checks: passing while it answers and matches, warning while it
+// answers but disagrees with Sentinel, critical while it does not answer.
+func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
+	res := checkResult{services: in.services}
+	src, err := os.ReadFile(r.o.ConfigFile)
+	var pools []Pool
+	if err == nil {
+		res.fileSHA = sha(src)
+		pools, err = Pools(src)
+	}
+	if err != nil {
+		res.err = err
+		// Keep what was registered, but say why it cannot be vouched for.
+		for id := range in.services {
+			if r.gen.Load() != in.gen {
+				res.stale = true
+				return res
+			}
+			r.updateService(ctx, in.services[id], Health{Status: HealthCritical, Output: fmt.Sprintf("config %s unreadable: %v", r.o.ConfigFile, err)})
+		}
+		return res
+	}
+	masters := r.o.Masters.Masters()
+	statuses := make([]PoolStatus, len(pools))
+	var wg sync.WaitGroup
+	for i, p := range pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = r.poolHealth(ctx, p, masters, in, res.fileSHA)
+		}()
+	}
+	wg.Wait()
+	res.pools = statuses
+	if r.gen.Load() != in.gen || ctx.Err() != nil {
+		res.stale = true
+		return res
+	}
+	want := map[string]Service{}
+	for i, p := range pools {
+		svc, ok := r.service(p)
+		if !ok {
+			continue
+		}
+		statuses[i].ServiceID = svc.ID
+		want[svc.ID] = svc
+		if r.o.Registry != nil {
+			r.updateService(ctx, svc, Health{Status: statuses[i].Health, Output: statuses[i].Output})
+		}
+	}
+	for id := range in.services {
+		if _, ok := want[id]; !ok && r.o.Registry != nil {
+			if err := r.o.Registry.Remove(ctx, id); err != nil {
+				r.log.Warn("deregister pool", "service_id", id, "error", err)
+				want[id] = in.services[id] // try again next time
+				continue
+			}
+			deleteCheckStatus(r.o.Metrics, id)
+		}
+	}
+	res.services = want
+	return res
+}
+
+func (r *Runner) updateService(ctx context.Context, svc Service, h Health) {
+	telemetry.SetOneOf(r.o.Metrics.CheckStatus, []string{svc.ID}, h.Status, HealthPassing, HealthWarning, HealthCritical)
+	if r.o.Registry == nil {
+		return
+	}
+	if err := r.o.Registry.Update(ctx, svc, h); err != nil {
+		r.log.Warn("register pool", "service_id", svc.ID, "error", err)
+	}
+}
+
+func deleteCheckStatus(m *telemetry.Metrics, id string) {
+	for _, st := range []string{HealthPassing, HealthWarning, HealthCritical} {
+		m.CheckStatus.DeleteLabelValues(id, st)
+	}
+}
+
+// service is the Consul definition of a pool; unix-socket pools have no
+// port to register.
+func (r *Runner) service(p Pool) (Service, bool) {
+	host, port, ok := p.ListenHostPort()
+	if !ok {
+		return Service{}, false
+	}
+	addr := r.o.Announce
+	if addr == "" {
+		addr = host
+		if h := strings.Trim(host, "[]"); h == "0.0.0.0" || h == "::" {
+			addr = ""
+		}
+	}
+	return Service{
+		ID:      ServiceID(r.o.Node, p.Name),
+		Name:    r.o.Service,
+		Tags:    []string{p.Name},
+		Meta:    map[string]string{"proxy": r.o.Name, "pool": p.Name},
+		Address: addr,
+		Port:    port,
+	}, true
+}
+
+// poolHealth pings one pool and compares its servers with the truth.
+func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Master, in checkInput, fileSHA string) PoolStatus {
+	ps := PoolStatus{Name: p.Name, Listen: p.Listen}
+	var wrong, stale []string
+	managed := 0
+	for _, s := range p.Servers {
+		ss := ServerStatus{Name: s.Name, Addr: s.Addr(), Weight: s.Weight, Matches: true}
+		if m, ok := masters[s.Name]; ok && s.Name != "" {
+			managed++
+			ss.Truth = normalAddr(m.Addr)
+			ss.Matches = ss.Truth == ss.Addr
+			switch {
+			case m.Stale:
+				stale = append(stale, s.Name)
+			case !ss.Matches:
+				wrong = append(wrong, fmt.Sprintf("%s is %s but Sentinel says %s", s.Name, ss.Addr, ss.Truth))
+			}
+		}
+		ps.Servers = append(ps.Servers, ss)
+	}
+	if err := Ping(ctx, p, r.o.CheckTimeout); err != nil {
+		ps.Health = HealthCritical
+		ps.Output = fmt.Sprintf("pool %s does not answer PING at %s: %v", p.Name, p.Listen, err)
+		return ps
+	}
+	switch {
+	case len(wrong) > 0:
+		ps.Health = HealthWarning
+		ps.Output = fmt.Sprintf("pool %s answers, but %s", p.Name, strings.Join(wrong, "; "))
+		if in.lastErr != "" {
+			ps.Output += " (" + in.lastErr + ")"
+		} else {
+			ps.Output += " (rewrite pending)"
+		}
+	case len(stale) > 0:
+		ps.Health = HealthWarning
+		ps.Output = fmt.Sprintf("pool %s answers, but the Sentinels have not confirmed %s lately; keeping the last known addresses", p.Name, strings.Join(stale, ", "))
+	case in.runningSHA != "" && in.runningSHA != fileSHA:
+		ps.Health = HealthWarning
+		ps.Output = fmt.Sprintf("pool %s answers, but nutcracker has not loaded the current file yet", p.Name)
+		if in.lastErr != "" {
+			ps.Output += " (" + in.lastErr + ")"
+		}
+	default:
+		ps.Health = HealthPassing
+		ps.Output = fmt.Sprintf("pool %s answers PING at %s; %d of %d servers follow Sentinel", p.Name, p.Listen, managed, len(p.Servers))
+	}
+	return ps
+}
+
+// applyCheck takes a check's findings into the status.
+func (r *Runner) applyCheck(s *loop, res checkResult) {
+	s.services = res.services
+	if res.err != nil {
+		r.log.Error("cannot read the twemproxy config for the health check", "error", res.err)
+	}
+	if res.stale {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if res.err == nil {
+		r.status.Pools = res.pools
+		r.status.ConfigSHA256 = res.fileSHA
+	}
+	r.status.RunningSHA256 = s.runningSHA
+	if r.child != nil {
+		r.status.PID = r.child.PID()
+	}
+}
+
+func cloneServices(m map[string]Service) map[string]Service {
+	out := make(map[string]Service, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
