@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +52,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the write through twemproxy did not land on the master: %q, %v", v, err)
 		}
 		if err := harness.Poll(ctx, "dashboard", func(ctx context.Context) error {
-			return httpGet(ctx, st.Dashboard)
+			return harness.HTTPOK(ctx, st.Dashboard)
 		}); err != nil {
 			t.Error(err)
 		}
@@ -69,20 +68,4 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the guide does not mention %q:\n%s", want, out.String())
 		}
 	}
-}
-
-func httpGet(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
 }

@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -89,7 +87,7 @@ func TestDiscoveryMissedSwitch(t *testing.T) {
 	watch := e.watchMasters()
 	old := e.shard.Master
 	for _, p := range e.proxies {
-		p.cut(true)
+		p.Cut(true)
 	}
 	cutAt := time.Now()
 	if err := old.Kill(); err != nil {
@@ -108,7 +106,7 @@ func TestDiscoveryMissedSwitch(t *testing.T) {
 	}
 	restored := time.Now()
 	for _, p := range e.proxies {
-		p.cut(false)
+		p.Cut(false)
 	}
 	e.waitRoles(t, 15*time.Second, newAddr, old.Addr())
 	t.Logf("missed switch applied %s after the Sentinels became reachable again", time.Since(restored).Round(time.Millisecond))
@@ -140,10 +138,10 @@ type discEnv struct {
 	admin    *api.Client
 	shard    *harness.Shard
 	token    string // the agents' least-privilege token
-	proxies  []*discProxy
+	proxies  []*harness.Link
 	agents   []*discAgent
 	sentinel *discovery.Registrar // registers the three Sentinels
-	log      *discBuffer
+	log      *harness.SyncBuffer
 	wg       sync.WaitGroup
 }
 
@@ -169,7 +167,7 @@ func newDiscEnv(t *testing.T, o discOptions) *discEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &discEnv{t: t, ctx: ctx, c: c, consul: consul, admin: admin, shard: shard, token: token, log: &discBuffer{}}
+	e := &discEnv{t: t, ctx: ctx, c: c, consul: consul, admin: admin, shard: shard, token: token, log: &harness.SyncBuffer{}}
 	e.start(o)
 	t.Logf("environment ready in %s", time.Since(start).Round(time.Millisecond))
 	return e
@@ -192,9 +190,12 @@ func (e *discEnv) start(o discOptions) {
 	for _, s := range e.shard.Sentinels {
 		addr := s.Addr()
 		if o.proxy {
-			p := newDiscProxy(t, e.c, addr)
+			p, err := e.c.NewLink(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
 			e.proxies = append(e.proxies, p)
-			addr = p.addr
+			addr = p.Addr()
 		}
 		sentinels = append(sentinels, addr)
 	}
@@ -979,105 +980,6 @@ func (e *discEnv) discFailoverByTwo(ctx context.Context, oldAddr string, paused 
 		return nil
 	})
 	return addr, err
-}
-
-// discProxy forwards TCP to a Sentinel and can cut every connection and
-// refuse new ones, to simulate a network partition between agent and
-// Sentinel.
-type discProxy struct {
-	addr   string
-	target string
-	ln     net.Listener
-	mu     sync.Mutex
-	cutOff bool
-	conns  map[net.Conn]bool
-}
-
-func newDiscProxy(t *testing.T, c *harness.Cluster, target string) *discProxy {
-	ip := c.NewIP()
-	port, err := c.FreePort(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &discProxy{addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.cut(true)
-	})
-	go p.serve()
-	return p
-}
-
-func (p *discProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cutOff {
-			p.mu.Unlock()
-			_ = in.Close()
-			continue
-		}
-		p.conns[in] = true
-		p.mu.Unlock()
-		go func() {
-			out, err := net.DialTimeout("tcp", p.target, time.Second)
-			if err != nil {
-				_ = in.Close()
-				return
-			}
-			p.mu.Lock()
-			if p.cutOff {
-				p.mu.Unlock()
-				_ = in.Close()
-				_ = out.Close()
-				return
-			}
-			p.conns[out] = true
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
-			_, _ = io.Copy(in, out)
-			_ = in.Close()
-		}()
-	}
-}
-
-// cut closes every connection and refuses new ones (on), or lets them
-// through again (off).
-func (p *discProxy) cut(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cutOff = on
-	if on {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		p.conns = map[net.Conn]bool{}
-	}
-}
-
-// discBuffer collects the agents' logs, printed when a test fails.
-type discBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *discBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *discBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // discUUID returns a random UUID: a well-formed token Consul does not know.

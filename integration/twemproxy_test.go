@@ -2,13 +2,11 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -130,11 +128,11 @@ type twEnv struct {
 	reg     *discovery.Registrar
 	journal *telemetry.Journal
 	metrics *telemetry.Metrics
-	log     *twBuffer
+	log     *harness.SyncBuffer
 	nc      string // nutcracker binary
 	main    *twProxy
 	tmpl    *twProxy
-	cuts    []*twCut
+	cuts    []*harness.Link
 	figures []string
 	runWG   sync.WaitGroup
 }
@@ -184,16 +182,19 @@ func newTwEnv(t *testing.T) *twEnv {
 	e := &twEnv{
 		t: t, ctx: ctx, c: c, consul: consul, admin: admin, nc: nc,
 		shards:  map[string]*harness.Shard{"shard-a": a, "shard-b": b},
-		journal: telemetry.NewJournal(500), metrics: telemetry.NewTestMetrics(), log: &twBuffer{},
+		journal: telemetry.NewJournal(500), metrics: telemetry.NewTestMetrics(), log: &harness.SyncBuffer{},
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "agent", Level: hclog.Debug, Output: e.log, TimeFormat: "15:04:05.000000"})
 	// The Monitor reaches the Sentinels through forwarders that the test
 	// can cut, as a network partition would.
 	var sentinels []string
 	for _, s := range a.Sentinels {
-		f := newTwCut(t, c, s.Addr())
+		f, err := c.NewLink(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
 		e.cuts = append(e.cuts, f)
-		sentinels = append(sentinels, f.addr)
+		sentinels = append(sentinels, f.Addr())
 	}
 	e.monitor, err = discovery.NewMonitor(discovery.MonitorOptions{
 		Addresses: sentinels, RedisPassword: twPassword,
@@ -217,7 +218,7 @@ func newTwEnv(t *testing.T) *twEnv {
 		stop()
 		e.runWG.Wait()
 		if t.Failed() {
-			t.Logf("agent log:\n%s", e.log.tail(400))
+			t.Logf("agent log:\n%s", e.log.Tail(400))
 			for _, p := range []*twProxy{e.main, e.tmpl} {
 				if p != nil {
 					t.Logf("%s log:\n%s", p.name, twTail(filepath.Join(filepath.Dir(p.file), "nutcracker.log"), 40))
@@ -782,13 +783,13 @@ func (e *twEnv) testLinksCut(t *testing.T) {
 	oldAddr := e.truth("shard-a")
 	before := e.read(t, e.main)
 	for _, f := range e.cuts {
-		f.setCut(true)
+		f.Cut(true)
 	}
 	cut := true
 	defer func() {
 		if cut {
 			for _, f := range e.cuts {
-				f.setCut(false)
+				f.Cut(false)
 			}
 		}
 	}()
@@ -798,7 +799,7 @@ func (e *twEnv) testLinksCut(t *testing.T) {
 		t.Fatalf("rewritten while no Sentinel was reachable:\n%s", got)
 	}
 	for _, f := range e.cuts {
-		f.setCut(false)
+		f.Cut(false)
 	}
 	cut = false
 	restored := time.Now()
@@ -1271,106 +1272,7 @@ func twTail(path string, n int) string {
 	return twLastLines(string(b), n)
 }
 
-type twBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *twBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *twBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *twBuffer) tail(n int) string { return twLastLines(b.String(), n) }
-
 func twLastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// twCut forwards TCP connections to a Sentinel and can drop them all and
-// refuse new ones, like a partition between the agent and the Sentinels
-// while the Sentinels themselves work on.
-type twCut struct {
-	addr   string
-	target string
-	ln     net.Listener
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]bool
-}
-
-func newTwCut(t *testing.T, c *harness.Cluster, target string) *twCut {
-	t.Helper()
-	ip := c.NewIP()
-	port, err := c.FreePort(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &twCut{addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() {
-		ln.Close()
-		f.setCut(true)
-	})
-	go f.serve()
-	return f
-}
-
-func (f *twCut) serve() {
-	for {
-		in, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.mu.Lock()
-		cut := f.cut
-		f.mu.Unlock()
-		if cut {
-			in.Close()
-			continue
-		}
-		out, err := net.DialTimeout("tcp", f.target, time.Second)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		f.mu.Lock()
-		f.conns[in], f.conns[out] = true, true
-		f.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-			f.mu.Lock()
-			delete(f.conns, dst)
-			delete(f.conns, src)
-			f.mu.Unlock()
-		}
-		go pipe(in, out)
-		go pipe(out, in)
-	}
-}
-
-// setCut drops every forwarded connection and refuses new ones (on) or
-// forwards again (off).
-func (f *twCut) setCut(on bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.cut = on
-	if on {
-		for c := range f.conns {
-			c.Close()
-		}
-	}
 }

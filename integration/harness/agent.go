@@ -66,7 +66,7 @@ func (c *Cluster) StartAgentEnv(bin, name, ip string, cfg map[string]any, env []
 	}
 	p, err := c.Start(ProcessSpec{
 		Name: name, Argv: []string{bin, "agent", "--config", a.ConfigPath}, Env: env, IP: ip, Ports: []int{port},
-		Ready: func(ctx context.Context) error { return httpOK(ctx, a.URL("/healthz")) },
+		Ready: func(ctx context.Context) error { return HTTPOK(ctx, a.URL("/healthz")) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start agent %s: %w", name, err)
@@ -83,7 +83,8 @@ func writeYAML(path string, v any) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-func httpOK(ctx context.Context, url string) error {
+// HTTPOK returns nil once GET url answers 200.
+func HTTPOK(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

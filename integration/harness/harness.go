@@ -41,6 +41,8 @@ type Cluster struct {
 	names  map[string]bool
 	counts map[string]int
 	closed bool
+	// closers release what is not a process (links), newest first.
+	closers []func()
 }
 
 // New creates a Cluster rooted at opts.Dir. It starts nothing.
@@ -170,11 +172,23 @@ func (c *Cluster) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	procs := append([]*Process(nil), c.procs...)
+	closers := c.closers
+	c.closers = nil
 	c.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].teardown()
 	}
 	return nil
+}
+
+// onClose runs f when the cluster closes, before its processes stop.
+func (c *Cluster) onClose(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closers = append(c.closers, f)
 }
 
 // DumpLogs writes the last lines of every process log, each under a header.
