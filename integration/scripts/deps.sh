@@ -79,5 +79,5 @@ GO
   mv "$CONSUL_BIN.tmp" "$CONSUL_BIN"
 fi
 ln -sf "$CONSUL_BIN" "$BIN_DIR/consul"
-"$CONSUL_BIN" version | head -1 >&2
+"$CONSUL_BIN" version | sed -n 1p >&2
 echo "$BIN_DIR"
