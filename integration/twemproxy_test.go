@@ -535,6 +535,9 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 	killed := time.Now()
 	landed, newAddr := e.writeUntilLanded(t, "alpha", key, "shard-a", oldAddr, 60*time.Second)
 	windows := watch.finish()
+	// A write can land before the runner has finished its run (probes,
+	// bookkeeping): wait for that before reading its counters.
+	e.waitApplied(t, e.main)
 
 	want := strings.Replace(before, twServer(oldAddr)+":2 shard-a", twServer(newAddr)+":2 shard-a", 1)
 	if got := e.read(t, e.main); got != want {
@@ -556,8 +559,13 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 			e.figure(t, "journal: shard-a learnt -> twemproxy applied %s", f.TwemproxyAt.Sub(f.At).Round(100*time.Microsecond))
 		}
 	}
-	if n := twHistogramCount(e.metrics.Reaction.WithLabelValues("twemproxy")); n == 0 {
-		t.Error("no reaction time recorded")
+	if err := harness.Poll(ctx, "reaction time recorded", func(context.Context) error {
+		if twHistogramCount(e.metrics.Reaction.WithLabelValues("twemproxy")) == 0 {
+			return errors.New("no observation")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 
 	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
