@@ -30,7 +30,8 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "only", Usage: "comma-separated figures to run: " + strings.Join(bench.Figures, ",")},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the table as Markdown"},
-			&cli.StringFlag{Name: "dir", Usage: "keep the processes' files in `DIR` (default: a temp dir, removed)"},
+			&cli.StringFlag{Name: "dir", Usage: "keep the processes' files in `DIR` (default: a new dir on tmpfs, removed)"},
+			&cli.StringFlag{Name: "proxy-dir", Usage: "keep the twemproxy configs in `DIR` (default: a new dir in TMPDIR, on disk, removed)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(c *cli.Context) error {
@@ -39,7 +40,7 @@ func benchCommand() *cli.Command {
 				return fmt.Errorf("find own binary: %w", err)
 			}
 			o := bench.Options{
-				Agent: self, Dir: c.String("dir"), Keep: c.String("dir") != "", Short: c.Bool("short"),
+				Agent: self, Dir: c.String("dir"), ProxyDir: c.String("proxy-dir"), Short: c.Bool("short"),
 				Failovers: c.Int("failovers"), Kills: c.Int("kills"),
 				StormMasters: c.Int("storm-masters"), StormBursts: c.Int("storm-bursts"), IdleFor: c.Duration("idle-for"),
 				Command: "redis-consul-agent " + strings.Join(os.Args[1:], " "),

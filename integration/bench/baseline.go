@@ -59,7 +59,12 @@ func (b *baseline) run(ctx context.Context, ready chan<- error) {
 	if err != nil {
 		return
 	}
-	for ctx.Err() == nil {
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+	for range maxMessages {
+		if ctx.Err() != nil {
+			return
+		}
 		msg, err := ps.ReceiveMessage(ctx)
 		if err != nil {
 			sleep(ctx, 50*time.Millisecond)
@@ -233,7 +238,10 @@ func waitListening(ctx context.Context, addr string, timeout time.Duration) erro
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
-	for ctx.Err() == nil {
+	for range int(timeout/(5*time.Millisecond)) + 1 {
+		if ctx.Err() != nil {
+			break
+		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -69,24 +70,12 @@ func (c *respConn) do(timeout time.Duration, args ...string) (string, error) {
 			return "", nil
 		}
 		b := make([]byte, n+2)
-		if _, err := ioReadFull(c.rd, b); err != nil {
+		if _, err := io.ReadFull(c.rd, b); err != nil {
 			return "", err
 		}
 		return string(b[:n]), nil
 	}
 	return "", fmt.Errorf("unexpected reply %q", line)
-}
-
-func ioReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // replyError is an error reply: the connection itself is still good.
@@ -101,6 +90,7 @@ type write struct {
 	Sent   time.Time
 	Done   time.Time
 	OK     bool
+	Err    string
 }
 
 // writer is a client that writes a fresh key every interval, reconnecting
@@ -115,7 +105,6 @@ type writer struct {
 
 	mu     sync.Mutex
 	writes []write
-	dials  int
 }
 
 func newWriter(name string, interval time.Duration, target func(ctx context.Context) (string, error)) *writer {
@@ -136,12 +125,14 @@ func (w *writer) run(ctx context.Context, limit int) {
 		if c == nil {
 			addr, err := w.target(ctx)
 			if err == nil && addr != "" {
-				w.mu.Lock()
-				w.dials++
-				w.mu.Unlock()
 				c, err = dialRESP(ctx, addr, 100*time.Millisecond)
 			}
 			if err != nil || addr == "" {
+				if err != nil {
+					w.mu.Lock()
+					w.writes = append(w.writes, write{Target: addr, Sent: time.Now(), Done: time.Now(), Err: "connect: " + err.Error()})
+					w.mu.Unlock()
+				}
 				c = nil
 				select {
 				case <-ctx.Done():
@@ -156,6 +147,9 @@ func (w *writer) run(ctx context.Context, limit int) {
 		_, err := c.do(500*time.Millisecond, "SET", key, strconv.Itoa(seq))
 		wr.Done = time.Now()
 		wr.OK = err == nil
+		if err != nil {
+			wr.Err = err.Error()
+		}
 		var re replyError
 		if err != nil && !errors.As(err, &re) {
 			c.Close()
@@ -202,4 +196,36 @@ func (w *writer) lastOKBefore(t time.Time) (write, bool) {
 func (w *writer) recentOK(d time.Duration) bool {
 	wr, ok := w.lastOKBefore(time.Now().Add(time.Nanosecond))
 	return ok && time.Since(wr.Done) <= d
+}
+
+// errorsBetween summarizes the failed writes in [from, to): each distinct
+// error with its count and first time.
+func (w *writer) errorsBetween(from, to time.Time) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	type seen struct {
+		n     int
+		first time.Time
+	}
+	m := map[string]*seen{}
+	var order []string
+	for _, wr := range w.writes {
+		if wr.OK || wr.Done.Before(from) || !wr.Done.Before(to) {
+			continue
+		}
+		e := wr.Err
+		if i := strings.LastIndex(e, ": "); i >= 0 && strings.HasPrefix(e, "connect: ") {
+			e = "connect: " + e[i+2:]
+		}
+		if m[e] == nil {
+			m[e] = &seen{first: wr.Done}
+			order = append(order, e)
+		}
+		m[e].n++
+	}
+	var parts []string
+	for _, e := range order {
+		parts = append(parts, fmt.Sprintf("%d× %q from +%.1fms", m[e].n, e, ms(m[e].first.Sub(from))))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -55,6 +56,8 @@ func startConsulCounter(ip, consulAddr string) (*consulCounter, error) {
 	target := &url.URL{Scheme: "http", Host: consulAddr}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.FlushInterval = -1 // blocking queries and streams pass at once
+	// An agent stopped in the middle of a blocking query is no news.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
 	cc := &consulCounter{ln: ln, lastStatus: map[string]string{}, registered: map[string]time.Time{}}
 	cc.srv = &http.Server{

@@ -16,6 +16,7 @@ type idleResult struct {
 	size                  int
 	rssMB, cpuPct, reqsPS values
 	meanCPU, meanReqs     float64
+	measured              time.Duration
 	byKind                map[string]int
 	window                time.Duration
 }
@@ -115,7 +116,7 @@ func (st *idleStack) measure(ctx context.Context, size int, warmup, d time.Durat
 	}
 	sleep(ctx, warmup)
 
-	res := &idleResult{size: size, window: d / 6, byKind: map[string]int{}}
+	res := &idleResult{size: size, window: max(d/6, time.Second), byKind: map[string]int{}}
 	res.rssMB.unit, res.cpuPct.unit, res.reqsPS.unit = "MB", "% core", "req/s"
 	pid := a.Pid()
 	start := time.Now()
@@ -154,6 +155,7 @@ func (st *idleStack) measure(ctx context.Context, size int, warmup, d time.Durat
 	res.meanCPU = 100 * float64(winCPU-cpu0) / float64(el)
 	res.byKind = a.counter.count(start, end)
 	res.meanReqs = float64(total(res.byKind)) / el.Seconds()
+	res.measured = el
 	e.logf("idle %d Redis: RSS p50 %.1f MB, CPU %.2f%% of a core, %.2f Consul req/s %v over %s",
 		size, res.rssMB.summary().P50, res.meanCPU, res.meanReqs, res.byKind, el.Round(time.Second))
 	st.results = append(st.results, res)

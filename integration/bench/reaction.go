@@ -5,7 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 )
@@ -30,7 +35,15 @@ type rxShard struct {
 	triggers []trigger // each failover and kill, for the Consul write windows
 
 	dns, land, blackout durations
-	dnsMaxAnswers       int
+	// landOwn and ownLag: the write measured from the +switch-master of
+	// the one Sentinel the baseline listens to, and how late that one was.
+	landOwn, ownLag durations
+	dnsMaxAnswers   int
+	// dnsDouble counts failovers in which DNS answered two addresses for
+	// the master name at some point; dnsDoubleLongest is the longest such
+	// answer's lifetime.
+	dnsDouble        int
+	dnsDoubleLongest time.Duration
 }
 
 // reactionStack is figures 1, 2, 3 and 6: one Consul, three Sentinels and
@@ -49,14 +62,34 @@ type reactionStack struct {
 	watch      *switchWatch
 	ipToAddr   map[string]string // Redis host → host:port, for the DNS client
 
+	consulAPI *api.Client
+	// refailovers counts the times Sentinel failed a shard over again on
+	// its own right after a measured failover.
+	refailovers int
+
+	// Consul alone (figure 1a's floor).
+	floorCall, floorDNS durations
+	// The agent's write step alone (figure 1b's floor), on the proxy disk.
+	// Quiet: after a supervise failover has settled. Busy: at the switch of
+	// a baseline-shard failover, when Sentinel, Redis, the shard's agents
+	// and Consul all work at once (the baseline acts a second later).
+	floorMu                        sync.Mutex
+	floorDir                       string
+	floorFlip                      bool
+	floorCheck, floorWrite         durations
+	floorBusyCheck, floorBusyWrite durations
+
 	// Outage (figure 2) on the supervise shard.
 	outTwem, outDNS, sentinelShare, agentTwem, agentDNS durations
-	killsDNSMax                                        int
+	killsDNSMax                                         int
 }
 
 func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
 	rs := &reactionStack{e: e, ipToAddr: map[string]string{}}
 	var err error
+	if rs.consulAPI, err = e.consul.Client(); err != nil {
+		return nil, err
+	}
 	e.logf("reaction: starting 3 Sentinels and 3 shards of 3 Redis")
 	if rs.sentinels, err = e.c.StartSentinels(3, harness.SentinelOptions{DownAfter: time.Second, FailoverTimeout: 3 * time.Second}); err != nil {
 		return nil, err
@@ -103,11 +136,12 @@ func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
 	}
 	sup, base, cmd := rs.shards[0], rs.shards[1], rs.shards[2]
 	sup.pool, cmd.pool = addrOf(ip, ports[0]), addrOf(ip, ports[1])
-	dir, err := e.c.ProcessDir("proxy-host")
+	dir, err := e.proxyDir("proxy-host")
 	if err != nil {
 		return nil, err
 	}
 	supConf := filepath.Join(dir, "nutcracker-sup.yml")
+	rs.floorDir = dir
 	if err := os.WriteFile(supConf, []byte(poolYAML([]poolSpec{{"sup", sup.pool, sup.master, sup.shard.Name}})), 0o644); err != nil {
 		return nil, err
 	}
@@ -146,7 +180,7 @@ func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
 		return nil, err
 	}
 	base.pool = addrOf(bip, bports[0])
-	bdir, err := e.c.ProcessDir("baseline-host")
+	bdir, err := e.proxyDir("baseline-host")
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +257,33 @@ func (rs *reactionStack) waitServing(ctx context.Context, sh *rxShard, timeout t
 	})
 }
 
+// settle waits until the shard is at rest on sh.master. With down-after at
+// 1s, Sentinel sometimes fails a fresh master over again a second after the
+// switch (all three Sentinels judged it down right after re-creating their
+// links to it, though it answered all along): then the shard is followed to
+// the master the Sentinels settle on, and the run is counted.
+func (rs *reactionStack) settle(ctx context.Context, sh *rxShard) error {
+	var err error
+	for range 3 {
+		if err = rs.e.waitSettled(ctx, sh.shard.Name, rs.sentinels, rs.nodes(sh), sh.master, 45*time.Second); err == nil {
+			return nil
+		}
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		now, cerr := sh.shard.CurrentMaster(qctx)
+		cancel()
+		if cerr != nil || now == sh.master {
+			return err
+		}
+		rs.e.logf("reaction %s: Sentinel failed over again, from %s to %s; following", sh.kind, sh.master, now)
+		rs.refailovers++
+		sh.master = now
+		if n := len(sh.triggers); n > 0 {
+			sh.triggers[n-1].twice = true
+		}
+	}
+	return err
+}
+
 func (rs *reactionStack) nodes(sh *rxShard) []string {
 	var out []string
 	for _, n := range sh.shard.Nodes() {
@@ -241,31 +302,43 @@ func (rs *reactionStack) failover(ctx context.Context, sh *rxShard, run int) err
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	name := "master." + sh.service + ".service.consul"
-	dw := watchDNS(wctx, e.consul.DNSAddr(), name, time.Millisecond, 60000)
+	// The client writes all along, as an application does. DNS is polled
+	// and the listener probed only from the switch on: neither can change
+	// before it, and polling Consul DNS every millisecond for the seconds a
+	// failover takes would load the very Consul being measured.
 	wr := newWriter(fmt.Sprintf("rx:%s:%d", sh.kind, run), time.Millisecond, func(context.Context) (string, error) { return sh.pool, nil })
 	wdone := make(chan struct{})
 	go func() { defer close(wdone); wr.run(wctx, 60000) }()
-	pr := startProber(wctx, sh.pool, 250*time.Microsecond, 240000)
-	stopAll := func() {
+	stopWriter := func() {
 		cancel()
-		dw.stop()
-		pr.stop()
 		<-wdone
 	}
 
 	triggered := time.Now()
 	sh.triggers = append(sh.triggers, trigger{at: triggered})
 	if err := e.failover(ctx, rs.sentinels[0], sh.shard.Name); err != nil {
-		stopAll()
+		stopWriter()
 		return err
 	}
 	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 	sw, err := rs.watch.wait(sctx, sh.shard.Name, old, triggered)
 	scancel()
 	if err != nil {
-		stopAll()
+		stopWriter()
 		return err
 	}
+	if sh.kind == kindBaseline {
+		go func() {
+			if c, w, ok := rs.pipelineFloor(ctx); ok {
+				rs.floorMu.Lock()
+				rs.floorBusyCheck.add(c)
+				rs.floorBusyWrite.add(w)
+				rs.floorMu.Unlock()
+			}
+		}()
+	}
+	dw := watchDNS(wctx, rs.consulAPI, e.consul.DNSAddr(), sh.service, name, 20*time.Millisecond)
+	pr := startProber(wctx, sh.pool, 250*time.Microsecond, 80000)
 	newIP := hostOf(sw.New)
 	l := &landing{w: wr, since: sw.At, master: e.client(sw.New)}
 	var dnsAt time.Time
@@ -281,20 +354,32 @@ func (rs *reactionStack) failover(ctx context.Context, sh *rxShard, run int) err
 		}
 		sleep(ctx, 5*time.Millisecond)
 	}
-	stopAll()
+	// A little more DNS, to see an answer that still flips back.
+	sleep(ctx, 20*time.Millisecond)
+	stopWriter()
+	dw.stop()
+	pr.stop()
 	sh.dnsMaxAnswers = max(sh.dnsMaxAnswers, dw.maxAnswered())
-	var worst time.Duration
+	if n, longest := dw.multiple(); n > 0 {
+		sh.dnsDouble++
+		sh.dnsDoubleLongest = max(sh.dnsDoubleLongest, longest)
+	}
 	if haveDNS {
 		sh.dns.add(dnsAt.Sub(sw.At))
 	} else {
 		sh.dns.fail()
 	}
+	var worst time.Duration
 	if haveLand {
 		sh.land.add(landed.Done.Sub(sw.At))
+		if own, ok := rs.watch.from(sh.shard.Name, old, rs.sentinels[0].Addr(), triggered); ok {
+			sh.landOwn.add(landed.Done.Sub(own.At))
+			sh.ownLag.add(own.At.Sub(sw.At))
+		}
 		// The restart's blackout: the longest refused stretch between the
 		// switch and the landed write.
 		for _, g := range pr.gaps() {
-			if !g.FirstFail.Before(sw.At) && !g.To.After(landed.Done) {
+			if !g.To.After(landed.Done) {
 				worst = max(worst, g.length())
 			}
 		}
@@ -305,10 +390,18 @@ func (rs *reactionStack) failover(ctx context.Context, sh *rxShard, run int) err
 		}
 	} else {
 		sh.land.fail()
+		sh.landOwn.fail()
 		sh.blackout.fail()
 	}
 	e.logf("reaction %s #%d: %s → %s  dns %s  write %s  blackout %s", sh.kind, run+1, old, sw.New,
 		fmtDelta(dnsAt, sw.At, haveDNS), fmtDelta(landed.Done, sw.At, haveLand), fmtDur(worst))
+	if !haveLand || landed.Done.Sub(sw.At) > 250*time.Millisecond {
+		end := landed.Done
+		if !haveLand {
+			end = time.Now()
+		}
+		e.logf("reaction %s #%d: failed writes after the switch: %s", sh.kind, run+1, wr.errorsBetween(sw.At, end))
+	}
 	if !haveLand && sh.kind == kindBaseline {
 		// The old agents' restart lost its race (the new nutcracker found the
 		// port still bound and exited): nothing notices. Bring it back by
@@ -317,8 +410,16 @@ func (rs *reactionStack) failover(ctx context.Context, sh *rxShard, run int) err
 		_ = rs.baseProxy.start(ctx, sh.pool)
 	}
 	sh.master = sw.New
-	if err := e.waitSettled(ctx, sh.shard.Name, rs.sentinels, rs.nodes(sh), sh.master, 60*time.Second); err != nil {
+	if err := rs.settle(ctx, sh); err != nil {
 		return err
+	}
+	if sh.kind == kindSupervise {
+		if c, w, ok := rs.pipelineFloor(ctx); ok {
+			rs.floorMu.Lock()
+			rs.floorCheck.add(c)
+			rs.floorWrite.add(w)
+			rs.floorMu.Unlock()
+		}
 	}
 	return rs.waitServing(ctx, sh, 30*time.Second)
 }
@@ -343,7 +444,10 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 	r := resolverFor(e.consul.DNSAddr())
 	var dnsMax int
 	tw := newWriter(fmt.Sprintf("kill:twem:%d", run), time.Millisecond, func(context.Context) (string, error) { return sh.pool, nil })
-	dwr := newWriter(fmt.Sprintf("kill:dns:%d", run), time.Millisecond, func(ctx context.Context) (string, error) {
+	// The DNS client retries every 5ms: a client that asked Consul DNS
+	// every millisecond through a whole outage would load Consul more than
+	// any real one does.
+	dwr := newWriter(fmt.Sprintf("kill:dns:%d", run), 5*time.Millisecond, func(ctx context.Context) (string, error) {
 		qctx, qcancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer qcancel()
 		ips, err := lookupA(qctx, r, "master."+sh.service+".service.consul")
@@ -376,6 +480,8 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 		stop()
 		return err
 	}
+	// Reaped: no write sent from now on can reach the old master.
+	deadAt := time.Now()
 	sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
 	sw, err := rs.watch.wait(sctx, sh.shard.Name, old, killAt)
 	scancel()
@@ -383,8 +489,8 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 		stop()
 		return err
 	}
-	lt := &landing{w: tw, since: killAt, master: e.client(sw.New)}
-	ld := &landing{w: dwr, since: killAt, master: e.client(sw.New)}
+	lt := &landing{w: tw, since: deadAt, master: e.client(sw.New), sentAfter: true}
+	ld := &landing{w: dwr, since: deadAt, master: e.client(sw.New), sentAfter: true}
 	var wt, wd write
 	var okT, okD bool
 	deadline := sw.At.Add(15 * time.Second)
@@ -422,7 +528,7 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 	if err := node.Restart(); err != nil {
 		return err
 	}
-	if err := e.waitSettled(ctx, sh.shard.Name, rs.sentinels, rs.nodes(sh), sh.master, 90*time.Second); err != nil {
+	if err := rs.settle(ctx, sh); err != nil {
 		return err
 	}
 	return rs.waitServing(ctx, sh, 30*time.Second)
@@ -433,6 +539,9 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 type trigger struct {
 	at   time.Time
 	kill bool
+	// twice: Sentinel failed the shard over again on its own in this
+	// window; its Consul writes are not one failover's.
+	twice bool
 }
 
 // writesPerTrigger returns, for each failover (kill false) or kill (kill
@@ -441,7 +550,7 @@ type trigger struct {
 func writesPerTrigger(sh *rxShard, agents []*agentProc, kill bool, end time.Time) []map[string]int {
 	var out []map[string]int
 	for i, t := range sh.triggers {
-		if t.kill != kill {
+		if t.kill != kill || t.twice {
 			continue
 		}
 		to := end
@@ -471,4 +580,102 @@ func fmtDur(d time.Duration) string {
 		return "none"
 	}
 	return fmt.Sprintf("%.1fms", ms(d))
+}
+
+// consulFloor measures Consul alone, with no agent: an agent-API register
+// of a service with a new tag, and the time until Consul DNS answers the
+// tag. It is the floor under figure 1a on this machine.
+func consulFloor(ctx context.Context, e *env, n int) (call, dns durations, err error) {
+	cl, err := e.consul.Client()
+	if err != nil {
+		return call, dns, err
+	}
+	defer func() { _ = cl.Agent().ServiceDeregister("bench-floor") }()
+	for i := range n {
+		tag := fmt.Sprintf("t%d", i)
+		dw := watchDNS(ctx, cl, e.consul.DNSAddr(), "bench-floor", tag+".bench-floor.service.consul", 20*time.Millisecond)
+		start := time.Now()
+		if err := cl.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: "bench-floor", Name: "bench-floor", Tags: []string{tag}, Address: "127.0.0.1", Port: 1,
+		}); err != nil {
+			dw.stop()
+			return call, dns, fmt.Errorf("register floor service: %w", err)
+		}
+		call.add(time.Since(start))
+		var at time.Time
+		ok := false
+		for deadline := time.Now().Add(5 * time.Second); !ok && time.Now().Before(deadline) && ctx.Err() == nil; {
+			sleep(ctx, 2*time.Millisecond)
+			at, ok = dw.firstExactly("127.0.0.1")
+		}
+		dw.stop()
+		if ok {
+			dns.add(at.Sub(start))
+		} else {
+			dns.fail()
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+	return call, dns, nil
+}
+
+// applied returns the agent's "config applied" lines of a rewrite of proxy.
+func (rs *reactionStack) applied(proxy string) []logLine {
+	return readLog(rs.proxyAgent.LogPath(), "config applied", "proxy="+proxy, "reason=rewrite")
+}
+
+// consulApplied collects, from the shard agents' logs, the time from their
+// +switch-master to the new master's registration.
+func (rs *reactionStack) consulApplied(since time.Time) durations {
+	var d durations
+	for _, sh := range rs.shards {
+		for _, a := range sh.agents {
+			x := durationsOf(readLog(a.LogPath(), "failover applied in consul"), "took", since)
+			d.xs = append(d.xs, x.xs...)
+		}
+	}
+	return d
+}
+
+// consulRegisterCalls collects the duration of the registrations as master.
+func (rs *reactionStack) consulRegisterCalls(since time.Time) durations {
+	var d durations
+	for _, sh := range rs.shards {
+		for _, a := range sh.agents {
+			x := durationsOf(readLog(a.LogPath(), "registered:", `tags="master,`), "took", since)
+			d.xs = append(d.xs, x.xs...)
+		}
+	}
+	return d
+}
+
+// pipelineFloor runs the agent's own write step once, in the benchmark's
+// process, on the supervise proxy's disk: nutcracker --test-conf on a temp
+// file, then the atomic replace with fsync (twemproxy.WriteAtomic, the code
+// the agent runs). It says what that step costs on this disk at this moment,
+// apart from the agent's process.
+func (rs *reactionStack) pipelineFloor(ctx context.Context) (check, write time.Duration, ok bool) {
+	rs.floorMu.Lock()
+	defer rs.floorMu.Unlock()
+	path := filepath.Join(rs.floorDir, "floor.yml")
+	rs.floorFlip = !rs.floorFlip
+	port := 1
+	if rs.floorFlip {
+		port = 2
+	}
+	data := []byte(poolYAML([]poolSpec{{"floor", "127.0.0.1:1", fmt.Sprintf("127.0.0.1:%d", port), "floor"}}))
+	start := time.Now()
+	_, err := twemproxy.WriteAtomic(path, data, twemproxy.WriteOptions{Backup: true, Check: func(tmp string) error {
+		s := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err := twemproxy.CheckFile(cctx, rs.e.nut, tmp)
+		check = time.Since(s)
+		return err
+	}})
+	if err != nil {
+		rs.e.logf("pipeline floor: %v", err)
+		return 0, 0, false
+	}
+	return check, time.Since(start) - check, true
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,12 +19,14 @@ import (
 // env is what every scenario shares: the harness cluster, one Consul, the
 // binaries, and what must be cleaned up.
 type env struct {
-	o        Options
-	c        *harness.Cluster
-	consul   *harness.Consul
-	agentBin string
-	nut      string
-	began    time.Time
+	o Options
+	c *harness.Cluster
+	// proxyRoot holds the twemproxy hosts' config files (see Options.ProxyDir).
+	proxyRoot string
+	consul    *harness.Consul
+	agentBin  string
+	nut       string
+	began     time.Time
 
 	mu       sync.Mutex
 	daemons  []*daemonProxy
@@ -57,6 +61,35 @@ func (e *env) close() {
 	}
 }
 
+// mark is where a phase begins: the processes and daemons started so far.
+type mark struct{ procs, daemons int }
+
+func (e *env) mark() mark {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return mark{procs: len(e.c.Processes()), daemons: len(e.daemons)}
+}
+
+// endPhase stops what was started since m, so that the next phase runs on a
+// quiet machine: agents first, gracefully (they deregister), then the rest.
+func (e *env) endPhase(m mark) {
+	procs := e.c.Processes()[m.procs:]
+	for _, p := range procs {
+		if strings.HasPrefix(p.Name(), "agent-") {
+			_ = p.Stop()
+		}
+	}
+	for _, p := range procs {
+		_ = p.Kill()
+	}
+	e.mu.Lock()
+	daemons := e.daemons[m.daemons:]
+	e.mu.Unlock()
+	for _, d := range daemons {
+		d.kill()
+	}
+}
+
 // client returns a shared fail-fast client for a Redis or Sentinel.
 func (e *env) client(addr string) *redis.Client {
 	e.mu.Lock()
@@ -70,6 +103,16 @@ func (e *env) client(addr string) *redis.Client {
 		e.clients[addr] = cl
 	}
 	return cl
+}
+
+// proxyDir creates a directory for a twemproxy host's files under the
+// proxy root.
+func (e *env) proxyDir(name string) (string, error) {
+	d := filepath.Join(e.proxyRoot, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", err
+	}
+	return d, nil
 }
 
 func (e *env) track(d *daemonProxy) {
@@ -135,7 +178,10 @@ func (e *env) failover(ctx context.Context, s *harness.Sentinel, name string) er
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
-	for ctx.Err() == nil {
+	for range 120 { // 30s at 250ms
+		if ctx.Err() != nil {
+			break
+		}
 		err = e.client(s.Addr()).Do(ctx, "SENTINEL", "FAILOVER", name).Err()
 		if err == nil {
 			return nil
@@ -257,14 +303,27 @@ func infoMap(s string) map[string]string {
 // there. After a promotion nothing replicates from the old master to the new
 // one, so a key present on the new master was written there.
 type landing struct {
-	w       *writer
-	since   time.Time
-	master  *redis.Client
-	checked int
+	w      *writer
+	since  time.Time
+	master *redis.Client
+	// sentAfter counts only writes sent after since: a write still in
+	// flight when a master is killed may have reached it, and its replicas
+	// with it, before it died.
+	sentAfter bool
+	checked   int
 }
 
 func (l *landing) poll(ctx context.Context) (write, bool) {
 	ws := l.w.okSince(l.since)
+	if l.sentAfter {
+		kept := ws[:0]
+		for _, wr := range ws {
+			if !wr.Sent.Before(l.since) {
+				kept = append(kept, wr)
+			}
+		}
+		ws = kept
+	}
 	for l.checked < len(ws) {
 		end := min(l.checked+200, len(ws))
 		pipe := l.master.Pipeline()
@@ -354,4 +413,3 @@ func parallel(n, width int, f func(i int) error) error {
 	}
 	return nil
 }
-

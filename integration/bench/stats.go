@@ -8,14 +8,13 @@ import (
 
 // Summary is the spread of one figure over repeated runs.
 type Summary struct {
-	N        int     `json:"n"`
-	P50      float64 `json:"p50"`
-	P95      float64 `json:"p95"`
-	Min      float64 `json:"min"`
-	Max      float64 `json:"max"`
-	Failed   int     `json:"failed,omitempty"` // runs that produced no value (timeout, lost race)
-	Unit     string  `json:"unit"`
-	Fraction bool    `json:"-"`
+	N      int     `json:"n"`
+	P50    float64 `json:"p50"`
+	P95    float64 `json:"p95"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	Failed int     `json:"failed,omitempty"` // runs that produced no value (timeout, lost race, unseen)
+	Unit   string  `json:"unit"`
 }
 
 // summarize computes the nearest-rank percentiles of xs, which it sorts.
@@ -54,7 +53,7 @@ type durations struct {
 func (d *durations) add(v time.Duration) { d.xs = append(d.xs, ms(v)) }
 func (d *durations) fail()               { d.failed++ }
 
-func (d *durations) summary() Summary {
+func (d durations) summary() Summary {
 	s := summarize(slices.Clone(d.xs), "ms")
 	s.Failed = d.failed
 	return s
@@ -69,7 +68,7 @@ type values struct {
 
 func (v *values) add(x float64) { v.xs = append(v.xs, x) }
 
-func (v *values) summary() Summary {
+func (v values) summary() Summary {
 	s := summarize(slices.Clone(v.xs), v.unit)
 	s.Failed = v.failed
 	return s

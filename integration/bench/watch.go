@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
@@ -22,6 +23,9 @@ type switchEvent struct {
 	At       time.Time
 	From     string // the Sentinel that published it
 }
+
+// maxMessages bounds the pub/sub loops: far more than any run receives.
+const maxMessages = 1 << 20
 
 // switchWatch subscribes to +switch-master on every Sentinel and keeps what
 // arrives. The time of a failover is the earliest receipt among the
@@ -73,7 +77,14 @@ func (w *switchWatch) follow(ctx context.Context, addr string, ready chan<- erro
 		return
 	}
 	ready <- nil
-	for ctx.Err() == nil {
+	// ReceiveMessage blocks in a read that ctx does not interrupt: closing
+	// the subscription does.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+	for range maxMessages {
+		if ctx.Err() != nil {
+			return
+		}
 		msg, err := ps.ReceiveMessage(ctx)
 		at := time.Now()
 		if err != nil {
@@ -119,6 +130,19 @@ func (w *switchWatch) first(name, old string, since time.Time) (switchEvent, boo
 	return best, found
 }
 
+// from returns the switch of name away from old as the Sentinel at addr
+// published it, at or after since.
+func (w *switchWatch) from(name, old, addr string, since time.Time) (switchEvent, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if e.Name == name && e.Old == old && e.From == addr && !e.At.Before(since) {
+			return e, true
+		}
+	}
+	return switchEvent{}, false
+}
+
 // wait blocks until first finds an event or ctx ends.
 func (w *switchWatch) wait(ctx context.Context, name, old string, since time.Time) (switchEvent, error) {
 	for {
@@ -136,19 +160,6 @@ func (w *switchWatch) wait(ctx context.Context, name, old string, since time.Tim
 	}
 }
 
-// between returns every event received in [from, to), in arrival order.
-func (w *switchWatch) between(from, to time.Time) []switchEvent {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []switchEvent
-	for _, e := range w.events {
-		if !e.At.Before(from) && e.At.Before(to) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // dnsAnswer is what Consul DNS answered from At on.
 type dnsAnswer struct {
 	At  time.Time
@@ -156,55 +167,89 @@ type dnsAnswer struct {
 	Err string
 }
 
-// dnsWatch asks Consul DNS for one name every interval and keeps each change
-// of the answer.
+// dnsWatch keeps each change of what Consul DNS answers for one name. It
+// asks DNS whenever a blocking query on the service's health returns (the
+// catalog changed: DNS may answer differently now) and, as a fallback, every
+// poll interval. Polling DNS every millisecond instead loads the very Consul
+// being measured: it doubled its register latency in a trial here.
 type dnsWatch struct {
+	r    *net.Resolver
+	name string
+
 	mu      sync.Mutex
 	changes []dnsAnswer
-	queries int
-	done    chan struct{}
-	cancel  context.CancelFunc
+	lastAt  time.Time
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func watchDNS(ctx context.Context, dnsAddr, name string, interval time.Duration, limit int) *dnsWatch {
+func watchDNS(ctx context.Context, client *api.Client, dnsAddr, service, name string, poll time.Duration) *dnsWatch {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &dnsWatch{done: make(chan struct{}), cancel: cancel}
-	r := resolverFor(dnsAddr)
+	d := &dnsWatch{r: resolverFor(dnsAddr), name: name, cancel: cancel}
+	d.query(ctx)
+	d.wg.Add(2)
 	go func() {
-		defer close(d.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for range limit {
-			qctx, qcancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			ips, err := lookupA(qctx, r, name)
-			qcancel()
-			at := time.Now()
+		defer d.wg.Done()
+		var idx uint64
+		for range 10000 {
+			q := (&api.QueryOptions{WaitIndex: idx, WaitTime: 30 * time.Second}).WithContext(ctx)
+			_, meta, err := client.Health().Service(service, "", false, q)
 			if ctx.Err() != nil {
 				return
 			}
-			a := dnsAnswer{At: at, IPs: ips}
 			if err != nil {
-				a.Err = err.Error()
+				sleep(ctx, 10*time.Millisecond)
+				continue
 			}
-			d.mu.Lock()
-			d.queries++
-			if n := len(d.changes); n == 0 || !slices.Equal(d.changes[n-1].IPs, a.IPs) || d.changes[n-1].Err != a.Err {
-				d.changes = append(d.changes, a)
+			if meta.LastIndex != idx {
+				d.query(ctx)
 			}
-			d.mu.Unlock()
-			select {
-			case <-ctx.Done():
+			if meta.LastIndex < idx {
+				idx = 0
+			} else {
+				idx = meta.LastIndex
+			}
+		}
+	}()
+	go func() {
+		defer d.wg.Done()
+		for range 100000 {
+			sleep(ctx, poll)
+			if ctx.Err() != nil {
 				return
-			case <-t.C:
 			}
+			d.query(ctx)
 		}
 	}()
 	return d
 }
 
+// query asks DNS once and records the answer if it changed. Queries are
+// serialized so that changes stay in time order.
+func (d *dnsWatch) query(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	ips, err := lookupA(qctx, d.r, d.name)
+	cancel()
+	at := time.Now()
+	if ctx.Err() != nil {
+		return
+	}
+	a := dnsAnswer{At: at, IPs: ips}
+	if err != nil {
+		a.Err = err.Error()
+	}
+	d.lastAt = at
+	if n := len(d.changes); n == 0 || !slices.Equal(d.changes[n-1].IPs, a.IPs) || d.changes[n-1].Err != a.Err {
+		d.changes = append(d.changes, a)
+	}
+}
+
 func (d *dnsWatch) stop() {
 	d.cancel()
-	<-d.done
+	d.wg.Wait()
 }
 
 // firstExactly is the first time the answer was exactly ip.
@@ -217,6 +262,27 @@ func (d *dnsWatch) firstExactly(ip string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// multiple returns how many answers held more than one address, and the
+// longest time one of them stood (until the next change, or the last query).
+func (d *dnsWatch) multiple() (int, time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	var longest time.Duration
+	for i, a := range d.changes {
+		if len(a.IPs) < 2 {
+			continue
+		}
+		n++
+		end := d.lastAt
+		if i+1 < len(d.changes) {
+			end = d.changes[i+1].At
+		}
+		longest = max(longest, end.Sub(a.At))
+	}
+	return n, longest
 }
 
 // maxAnswered is the largest number of addresses any one answer held.
@@ -288,6 +354,7 @@ func startProber(ctx context.Context, addr string, interval time.Duration, limit
 		d := net.Dialer{Timeout: 50 * time.Millisecond}
 		var open gap
 		for range limit {
+			began := time.Now()
 			c, err := d.DialContext(ctx, "tcp", addr)
 			at := time.Now()
 			if ctx.Err() != nil {
@@ -311,7 +378,10 @@ func startProber(ctx context.Context, addr string, interval time.Duration, limit
 				}
 			}
 			p.mu.Unlock()
-			sleep(ctx, interval)
+			// A slow dial (a loaded machine) is its own pause.
+			if rest := interval - at.Sub(began); rest > 0 {
+				sleep(ctx, rest)
+			}
 		}
 	}()
 	return p
