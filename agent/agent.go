@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -89,8 +90,8 @@ func New(o Options) (*Agent, error) {
 	a.consul = client
 	a.registrar, err = discovery.NewRegistrar(discovery.RegistrarOptions{
 		Client: client, TTL: c.Consul.TTL.D(), DeregisterCriticalAfter: c.Consul.DeregisterAfter.D(),
-		ResyncInterval: c.Timing.ConsulResync.D(),
-		Logger:         o.Logger.Named(telemetry.LogConsul), Metrics: a.metrics, Journal: a.journal,
+		ResyncInterval: c.Timing.ConsulResync.D(), Heartbeat: heartbeat(c),
+		Logger: o.Logger.Named(telemetry.LogConsul), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {
 		return nil, err
@@ -329,3 +330,20 @@ func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
 		}
 	}
 }
+
+// heartbeat is the agent's own service, whose TTL check the checks of every
+// service it registers alias (see discovery.RegistrarOptions.Heartbeat). Its
+// ID holds the node name and the HTTP port, so that two agents beside one
+// Consul agent (one per role on a host, or tests) do not share it.
+func heartbeat(c *config.Config) discovery.Service {
+	addr := c.NodeName
+	meta := map[string]string{"version": buildinfo.Version}
+	if _, port, err := net.SplitHostPort(c.HTTP.Address); err == nil {
+		addr = net.JoinHostPort(c.NodeName, port)
+		meta["http"] = c.HTTP.Address
+	}
+	return discovery.Service{ID: discovery.ServiceID(HeartbeatService, addr), Name: HeartbeatService, Meta: meta}
+}
+
+// HeartbeatService is the Consul service name of the agents themselves.
+const HeartbeatService = "redis-consul-agent"

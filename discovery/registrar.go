@@ -44,7 +44,22 @@ type RegistrarOptions struct {
 
 	// TTL of the checks (default 10s). The Registrar refreshes each one every
 	// TTL/3, so a killed agent's services go critical within about a TTL.
+	// With a Heartbeat, only the heartbeat's check has this TTL.
 	TTL time.Duration
+	// Heartbeat, when its ID is set, is the agent's own service, whose TTL
+	// check is the one refreshed every TTL/3. Every other service then
+	// carries two checks: an alias of the heartbeat (critical within a TTL
+	// of the agent's death, evaluated by the Consul agent from its local
+	// state) and its status check with the long StatusTTL, written when the
+	// status changes and refreshed at a third of StatusTTL. The idle cost is
+	// then one request per TTL/3 for the whole agent, not one per service.
+	// If Consul refuses the heartbeat (an ACL token without service:write
+	// on its name), each check keeps its own short TTL, with a warning.
+	Heartbeat Service
+	// StatusTTL is the TTL of the status checks in heartbeat mode (default
+	// 6m, at least TTL). The output of a check (offsets, lag) is written
+	// with its refresh, so with a heartbeat it can be that old in Consul.
+	StatusTTL time.Duration
 	// DeregisterCriticalAfter lets Consul drop a service whose check stayed
 	// critical that long, e.g. because its agent died (default 10m).
 	DeregisterCriticalAfter time.Duration
@@ -69,6 +84,10 @@ func (o *RegistrarOptions) setDefaults() {
 	if o.TTL <= 0 {
 		o.TTL = 10 * time.Second
 	}
+	if o.StatusTTL <= 0 {
+		o.StatusTTL = 6 * time.Minute
+	}
+	o.StatusTTL = max(o.StatusTTL, o.TTL)
 	if o.DeregisterCriticalAfter <= 0 {
 		o.DeregisterCriticalAfter = 10 * time.Minute
 	}
@@ -118,8 +137,21 @@ type Registrar struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 
+	// hb is the heartbeat service (nil without one); hbState says whether
+	// Consul holds it, refused it, or is yet to be asked. Guarded by hb.mu.
+	hb      *entry
+	hbState heartbeatState
+
 	wake chan struct{}
 }
+
+type heartbeatState int
+
+const (
+	heartbeatUnknown heartbeatState = iota // not registered (yet, or Consul lost it)
+	heartbeatOK                            // Consul holds it: services alias it
+	heartbeatRefused                       // the token may not register it: short TTLs
+)
 
 // entry is one service: what the runner wants and what Consul holds as far
 // as the Registrar knows. Its mutex serializes the writes for that service
@@ -135,6 +167,10 @@ type entry struct {
 	checkID    string // the check Consul holds; "" when unknown
 	sentStatus string // check status last written; "" when unknown
 	sentOutput string
+	ttl        time.Duration // TTL of the check Consul holds
+	aliased    bool          // Consul holds the alias check on the heartbeat too
+	heartbeat  bool          // this is the heartbeat itself
+	refreshed  time.Time     // last write that reset the TTL
 
 	removed bool
 	view    atomic.Pointer[RegistrationStatus]
@@ -154,13 +190,82 @@ func NewRegistrar(o RegistrarOptions) (*Registrar, error) {
 		return nil, fmt.Errorf("registrar: check TTL %s is below 1s", o.TTL)
 	}
 	o.setDefaults()
-	return &Registrar{
+	r := &Registrar{
 		opts:    o,
 		agent:   o.Client.Agent(),
 		log:     o.Logger,
 		entries: make(map[string]*entry),
 		wake:    make(chan struct{}, 1),
-	}, nil
+	}
+	if o.Heartbeat.ID != "" {
+		if o.Heartbeat.Name == "" {
+			return nil, fmt.Errorf("registrar: heartbeat %q has no service name", o.Heartbeat.ID)
+		}
+		r.hb = &entry{
+			heartbeat: true, want: o.Heartbeat,
+			wantHealth: Health{Status: api.HealthPassing, Output: "redis-consul-agent is running; the checks of its services alias this one"},
+		}
+	}
+	return r, nil
+}
+
+// aliasTo makes sure Consul holds the heartbeat, registering it if need be,
+// and returns its service ID, or "" when the services must keep their own
+// short TTLs (no heartbeat, refused, or Consul unreachable for now).
+func (r *Registrar) aliasTo(ctx context.Context) string {
+	if r.hb == nil {
+		return ""
+	}
+	r.hb.mu.Lock()
+	defer r.hb.mu.Unlock()
+	switch r.hbState {
+	case heartbeatOK:
+		return r.hb.want.ID
+	case heartbeatRefused:
+		return ""
+	}
+	if err := r.register(ctx, r.hb); err != nil {
+		var se api.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusForbidden {
+			r.hbState = heartbeatRefused
+			r.log.Warn("consul refused the agent's heartbeat service: each check keeps its own TTL, one request per service every TTL/3; grant service:write on it to save them",
+				"service", r.hb.want.Name, "error", err)
+		}
+		return ""
+	}
+	// A heartbeat check that outlived a previous run keeps its status
+	// (critical once its TTL ran out): set it passing before any alias
+	// follows it.
+	if err := r.updateTTL(ctx, r.hb); err != nil {
+		r.hb.registered, r.hb.checkID = false, ""
+		return ""
+	}
+	r.hbState = heartbeatOK
+	return r.hb.want.ID
+}
+
+// refreshHeartbeat resets the heartbeat's TTL. It returns false when Consul
+// lost it (the Consul agent restarted without state): the caller then
+// re-registers everything, the heartbeat first.
+func (r *Registrar) refreshHeartbeat(ctx context.Context) bool {
+	if r.hb == nil {
+		return true
+	}
+	r.hb.mu.Lock()
+	defer r.hb.mu.Unlock()
+	if r.hbState != heartbeatOK {
+		return r.hbState == heartbeatRefused
+	}
+	err := r.updateTTL(ctx, r.hb)
+	if isNotFound(err) {
+		r.log.Warn("consul lost the agent's heartbeat, registering everything again", "service_id", r.hb.want.ID)
+		r.hb.registered, r.hb.checkID, r.hbState = false, "", heartbeatUnknown
+		return false
+	}
+	if err != nil {
+		r.log.Debug("refresh heartbeat", "error", err)
+	}
+	return true
 }
 
 // checkIDs are the two IDs the check of service id alternates between.
@@ -272,6 +377,11 @@ func (r *Registrar) afterSync(e *entry, err error) {
 // and status) and leaves the output of a new check to Run, so that a
 // failover costs one write. Otherwise the output is written too.
 func (r *Registrar) sync(ctx context.Context, e *entry, urgent bool) error {
+	if e.registered && e.aliased != (r.aliasTo(ctx) != "") {
+		// The heartbeat came (or went): register again with the checks
+		// that go with it.
+		e.registered = false
+	}
 	if e.registered && sameService(e.have, e.want) {
 		if urgent && e.sentStatus == e.wantHealth.Status {
 			return nil
@@ -314,6 +424,12 @@ func (r *Registrar) register(ctx context.Context, e *entry) error {
 			checkID = alternate
 		}
 	}
+	ttl, alias := r.opts.TTL, ""
+	if !e.heartbeat {
+		if alias = r.aliasTo(ctx); alias != "" {
+			ttl = r.opts.StatusTTL
+		}
+	}
 	reg := &api.AgentServiceRegistration{
 		ID:      s.ID,
 		Name:    s.Name,
@@ -321,14 +437,28 @@ func (r *Registrar) register(ctx context.Context, e *entry) error {
 		Meta:    s.Meta,
 		Address: s.Address,
 		Port:    s.Port,
-		Check: &api.AgentServiceCheck{
+		Checks: api.AgentServiceChecks{{
 			CheckID:                        checkID,
 			Name:                           s.Name + " role and health (redis-consul-agent)",
-			TTL:                            r.opts.TTL.String(),
+			TTL:                            ttl.String(),
 			Status:                         e.wantHealth.Status,
 			Notes:                          "TTL refreshed by redis-consul-agent; the output says why.",
 			DeregisterCriticalServiceAfter: r.opts.DeregisterCriticalAfter.String(),
-		},
+		}},
+	}
+	if e.heartbeat {
+		reg.Checks[0].Name = "redis-consul-agent is running"
+		reg.Checks[0].Notes = "TTL refreshed by redis-consul-agent every third of it; the checks of its services alias this service."
+	}
+	if alias != "" {
+		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
+			CheckID:                        "service:" + s.ID + ":agent",
+			Name:                           "redis-consul-agent is running",
+			AliasService:                   alias,
+			Status:                         api.HealthPassing,
+			Notes:                          "Critical when the agent that keeps this service true stops refreshing its heartbeat service " + alias + ".",
+			DeregisterCriticalServiceAfter: r.opts.DeregisterCriticalAfter.String(),
+		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
@@ -343,6 +473,7 @@ func (r *Registrar) register(ctx context.Context, e *entry) error {
 	}
 	wasRegistered := e.registered
 	e.registered, e.have, e.checkID = true, s, checkID
+	e.ttl, e.aliased, e.refreshed = ttl, alias != "", time.Now()
 	switch {
 	case fresh:
 		e.sentStatus, e.sentOutput = e.wantHealth.Status, ""
@@ -382,6 +513,7 @@ func (r *Registrar) updateTTL(ctx context.Context, e *entry) error {
 	prev := e.sentStatus
 	e.sentStatus, e.sentOutput = h.Status, h.Output
 	e.lastWrite = time.Now()
+	e.refreshed = e.lastWrite
 	r.setCheckMetric(id, h.Status)
 	if prev != h.Status {
 		level := "info"
@@ -483,6 +615,21 @@ func (r *Registrar) DeregisterAll(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if r.hb != nil {
+		r.hb.mu.Lock()
+		defer r.hb.mu.Unlock()
+		if r.hbState == heartbeatOK {
+			wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
+			defer cancel()
+			err := r.agent.ServiceDeregisterOpts(r.hb.want.ID, (&api.QueryOptions{}).WithContext(wctx))
+			r.opts.Metrics.ConsulWrites.WithLabelValues("deregister").Inc()
+			if err != nil && !isNotFound(err) {
+				r.opts.Metrics.ConsulWriteFailures.WithLabelValues("deregister").Inc()
+				errs = append(errs, r.explain("deregister", r.hb.want, err))
+			}
+			r.hbState, r.hb.registered = heartbeatUnknown, false
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -557,14 +704,22 @@ func (r *Registrar) snapshot() []*entry {
 	return es
 }
 
-// refresh resets every TTL and writes the latest output.
+// refresh resets the heartbeat's TTL and every check TTL that would expire
+// before the next tick, writing the latest output with it. If Consul lost
+// the heartbeat it lost everything: all is registered again.
 func (r *Registrar) refresh(ctx context.Context) {
+	lost := !r.refreshHeartbeat(ctx)
+	tick := r.opts.TTL / 3
 	for _, e := range r.snapshot() {
 		if ctx.Err() != nil {
 			return
 		}
 		e.mu.Lock()
-		if !e.removed && e.dueAt.IsZero() {
+		if lost {
+			e.registered, e.checkID = false, ""
+		}
+		due := !e.registered || time.Since(e.refreshed)+tick > e.ttl/3
+		if !e.removed && e.dueAt.IsZero() && due {
 			_ = r.syncLocked(ctx, e, false)
 		}
 		e.mu.Unlock()
@@ -624,6 +779,14 @@ func (r *Registrar) resync(ctx context.Context) {
 	if err != nil {
 		r.log.Debug("list agent services", "error", err)
 		return
+	}
+	if r.hb != nil {
+		r.hb.mu.Lock()
+		if _, ok := services[r.hb.want.ID]; r.hbState == heartbeatOK && !ok && r.hb.lastWrite.Before(listed) {
+			r.log.Warn("consul lost the agent's heartbeat, registering it again", "service_id", r.hb.want.ID)
+			r.hb.registered, r.hb.checkID, r.hbState = false, "", heartbeatUnknown
+		}
+		r.hb.mu.Unlock()
 	}
 	for _, e := range es {
 		e.mu.Lock()

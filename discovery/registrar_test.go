@@ -26,13 +26,17 @@ type fakeConsul struct {
 	mu       sync.Mutex
 	services map[string]*api.AgentService
 	checks   map[string]*api.AgentCheck
-	writes   []string // "register <id>", "ttl <id> <status>", "deregister <id>"
-	history  []string // "<tags> <status>" of a service after every write
-	failNext int      // fail that many writes with 500
+	refuse   []string                 // service names whose registration is forbidden
+	ttl      map[string]time.Duration // TTL by check ID
+	alias    map[string]string        // aliased service by check ID
+	writes   []string                 // "register <id>", "ttl <id> <status>", "deregister <id>"
+	history  []string                 // "<tags> <status>" of a service after every write
+	failNext int                      // fail that many writes with 500
 }
 
 func newFakeConsul(t *testing.T) (*fakeConsul, *httptest.Server) {
-	f := &fakeConsul{t: t, services: map[string]*api.AgentService{}, checks: map[string]*api.AgentCheck{}}
+	f := &fakeConsul{t: t, services: map[string]*api.AgentService{}, checks: map[string]*api.AgentCheck{},
+		ttl: map[string]time.Duration{}, alias: map[string]string{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, srv
@@ -58,18 +62,34 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if slices.Contains(f.refuse, reg.Name) {
+			http.Error(w, "Permission denied: token lacks permission 'service:write' on \""+reg.Name+"\"", http.StatusForbidden)
+			return
+		}
 		f.services[reg.ID] = &api.AgentService{ID: reg.ID, Service: reg.Name, Tags: reg.Tags, Meta: reg.Meta, Address: reg.Address, Port: reg.Port}
-		c := reg.Check
+		checks := reg.Checks
+		if reg.Check != nil {
+			checks = append(checks, reg.Check)
+		}
 		if r.URL.Query().Get("replace-existing-checks") == "true" {
 			for id, old := range f.checks {
-				if old.ServiceID == reg.ID && id != c.CheckID {
+				if old.ServiceID == reg.ID && !slices.ContainsFunc(checks, func(c *api.AgentServiceCheck) bool { return c.CheckID == id }) {
 					delete(f.checks, id)
 				}
 			}
 		}
-		// Like Consul: an existing check keeps its status and output.
-		if _, ok := f.checks[c.CheckID]; !ok {
-			f.checks[c.CheckID] = &api.AgentCheck{CheckID: c.CheckID, ServiceID: reg.ID, Status: c.Status}
+		for _, c := range checks {
+			// Like Consul: an existing check keeps its status and output.
+			if _, ok := f.checks[c.CheckID]; !ok {
+				f.checks[c.CheckID] = &api.AgentCheck{CheckID: c.CheckID, ServiceID: reg.ID, Status: c.Status}
+			}
+			ch := f.checks[c.CheckID]
+			ch.Type, f.ttl[c.CheckID], f.alias[c.CheckID] = "ttl", 0, c.AliasService
+			if c.AliasService != "" {
+				ch.Type = "alias"
+			} else if d, err := time.ParseDuration(c.TTL); err == nil {
+				f.ttl[c.CheckID] = d
+			}
 		}
 		f.writes = append(f.writes, "register "+reg.ID)
 		f.record(reg.ID)
@@ -125,17 +145,47 @@ func (f *fakeConsul) statusLocked(id string) api.AgentCheck {
 	var worst api.AgentCheck
 	n := 0
 	for _, c := range f.checks {
-		if c.ServiceID == id {
-			n++
-			if rank[c.Status] > rank[worst.Status] {
-				worst = *c
+		if c.ServiceID != id {
+			continue
+		}
+		cc := *c
+		if c.Type == "alias" {
+			// Like Consul: an alias takes the worst status of the service
+			// it aliases, critical when that service is gone.
+			cc.Status = api.HealthCritical
+			if _, ok := f.services[f.alias[c.CheckID]]; ok {
+				cc.Status = f.statusLocked(f.alias[c.CheckID]).Status
 			}
+		} else {
+			n++
+		}
+		if rank[cc.Status] > rank[worst.Status] {
+			worst = cc
 		}
 	}
 	if n > 1 {
-		f.t.Errorf("fake consul: service %s has %d checks", id, n)
+		f.t.Errorf("fake consul: service %s has %d status checks", id, n)
 	}
 	return worst
+}
+
+// fakeCheck is a check as registered: its type, TTL and aliased service.
+type fakeCheck struct {
+	ttl   time.Duration
+	alias string
+}
+
+// checksOf returns the checks of service id by type.
+func (f *fakeConsul) checksOf(id string) map[string]fakeCheck {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]fakeCheck{}
+	for cid, c := range f.checks {
+		if c.ServiceID == id {
+			out[c.Type] = fakeCheck{f.ttl[cid], f.alias[cid]}
+		}
+	}
+	return out
 }
 
 // take returns and clears the writes and history so far.
@@ -416,5 +466,111 @@ func TestTruncateOutput(t *testing.T) {
 	}
 	if got := truncateOutput(strings.Repeat("c", 5000)); len(got) != 4096 {
 		t.Fatalf("len %d, want 4096", len(got))
+	}
+}
+
+// TestRegistrarHeartbeat checks the heartbeat mode: one short TTL for the
+// whole agent, services that alias it with a long status TTL, everything
+// registered again when Consul loses the heartbeat, the heartbeat removed
+// last, and the short TTLs back when the token may not register it.
+func TestRegistrarHeartbeat(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	c, err := NewConsulClient(ConsulOptions{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := Service{ID: "redis-consul-agent-host-8765", Name: "redis-consul-agent"}
+	newReg := func() *Registrar {
+		r, err := NewRegistrar(RegistrarOptions{
+			Client: c, TTL: 3 * time.Second, StatusTTL: time.Minute, Heartbeat: hb,
+			Metrics: telemetry.NewTestMetrics(), Journal: telemetry.NewJournal(100),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := newReg()
+	ctx := context.Background()
+	a := testService("master", "m-master")
+	b := testService("replica", "m-replica")
+	b.ID = "redis-10.0.0.2-6379"
+	for _, s := range []Service{a, b} {
+		if err := r.Update(ctx, s, Health{api.HealthPassing, "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writes, _ := f.take()
+	want := []string{"register " + hb.ID, "ttl " + hb.ID + " passing", "register " + a.ID, "ttl " + a.ID + " passing", "register " + b.ID, "ttl " + b.ID + " passing"}
+	if !slices.Equal(writes, want) {
+		t.Fatalf("first writes %q, want %q", writes, want)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		cs := f.checksOf(id)
+		if cs["alias"].alias != hb.ID || cs["ttl"].ttl != time.Minute {
+			t.Fatalf("%s: checks %+v, want an alias of %s and a 1m TTL", id, cs, hb.ID)
+		}
+	}
+	if d := f.checksOf(hb.ID)["ttl"].ttl; d != 3*time.Second {
+		t.Fatalf("heartbeat TTL %s, want 3s", d)
+	}
+
+	// Idle: a refresh writes the heartbeat only.
+	r.refresh(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing"}) {
+		t.Fatalf("idle refresh writes %q, want the heartbeat only", writes)
+	}
+	// A status check whose TTL would run out is refreshed, with its output.
+	r.entries[a.ID].refreshed = time.Now().Add(-time.Minute/3 + time.Second)
+	r.refresh(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing"}) {
+		t.Fatalf("refresh writes %q, want the heartbeat and %s", writes, a.ID)
+	}
+
+	// The agent stops refreshing: every service goes critical through
+	// its alias.
+	f.mu.Lock()
+	f.checks["service:"+hb.ID].Status = api.HealthCritical
+	f.mu.Unlock()
+	if st := f.check(a.ID).Status; st != api.HealthCritical {
+		t.Fatalf("service status with a dead heartbeat: %s, want critical", st)
+	}
+
+	// The Consul agent lost everything: the heartbeat refresh notices and
+	// everything comes back, the heartbeat first.
+	f.mu.Lock()
+	f.services, f.checks = map[string]*api.AgentService{}, map[string]*api.AgentCheck{}
+	f.mu.Unlock()
+	r.refresh(ctx)
+	writes, _ = f.take()
+	if len(writes) < 3 || writes[0] != "register "+hb.ID || !slices.Contains(writes, "register "+a.ID) || !slices.Contains(writes, "register "+b.ID) {
+		t.Fatalf("writes after the loss %q, want the heartbeat registered first, then both services", writes)
+	}
+	if st := f.check(a.ID).Status; st != api.HealthPassing {
+		t.Fatalf("status after re-registering: %s", st)
+	}
+
+	if err := r.DeregisterAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writes, _ = f.take()
+	if want := []string{"deregister " + a.ID, "deregister " + b.ID, "deregister " + hb.ID}; !slices.Equal(writes, want) {
+		t.Fatalf("stop writes %q, want %q", writes, want)
+	}
+
+	// A token without service:write on the heartbeat: short TTLs, no alias.
+	f.refuse = []string{hb.Name}
+	r = newReg()
+	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	cs := f.checksOf(a.ID)
+	if _, ok := cs["alias"]; ok || cs["ttl"].ttl != 3*time.Second {
+		t.Fatalf("checks without a heartbeat: %+v, want one 3s TTL check", cs)
+	}
+	f.take()
+	r.refresh(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + a.ID + " passing"}) {
+		t.Fatalf("refresh without a heartbeat writes %q", writes)
 	}
 }

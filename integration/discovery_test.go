@@ -34,6 +34,7 @@ const discMasterName = "mymaster"
 const discRules = `
 service "redis" { policy = "write" }
 service "redis-sentinel" { policy = "write" }
+service "redis-consul-agent" { policy = "write" }
 node_prefix "" { policy = "read" }
 `
 

@@ -49,6 +49,7 @@ const secSentinelRules = `service "redis-sentinel" { policy = "write" }`
 // write on redis-sentinel or twemproxy instead of read.
 const secAgentRules = `
 service "redis" { policy = "write" }
+service "redis-consul-agent" { policy = "write" }
 service "redis-sentinel" { policy = "read" }
 service "twemproxy" { policy = "read" }
 node_prefix "" { policy = "read" }

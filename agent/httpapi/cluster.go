@@ -277,7 +277,13 @@ func clusterNode(e *api.ServiceEntry) status.ClusterNode {
 		}
 	}
 	for _, ch := range e.Checks {
-		if ch.ServiceID == svc.ID && strings.TrimSpace(ch.Output) != "" {
+		switch {
+		case ch.ServiceID != svc.ID || strings.TrimSpace(ch.Output) == "":
+		case ch.Type == "alias" && ch.Status == api.HealthPassing:
+			// The agent's heartbeat: only news when it fails.
+		case ch.Type == "alias":
+			outs = append(outs, fmt.Sprintf("%s: %s (%s)", ch.Name, ch.Status, strings.TrimSpace(ch.Output)))
+		default:
 			outs = append(outs, strings.TrimSpace(ch.Output))
 		}
 	}
