@@ -294,7 +294,8 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 		Address: r.Address, Announce: r.Announce, MasterName: r.MasterName, Service: r.Service, Node: c.NodeName,
 		Username: r.Username, Password: r.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
 		StaleMasterGrace: c.Timing.StaleMasterGrace.D(),
-		Truth:            a.monitor, Registry: a.registrar,
+		MasterHandoff:    c.Timing.MasterHandoff.D(), Peers: discovery.ConsulPeers(a.consul),
+		Truth: a.monitor, Registry: a.registrar,
 		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {

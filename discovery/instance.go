@@ -68,6 +68,16 @@ type InstanceOptions struct {
 	// Sentinel's down-after-milliseconds.
 	StaleMasterGrace time.Duration
 
+	// MasterHandoff is how long this node, once Sentinel promotes it,
+	// waits for the old master to leave Consul's answers for the master
+	// name (Peers) before it takes the master tag, so that DNS does not
+	// answer both in a planned failover, where the old master's agent is
+	// alive and withdraws within milliseconds. Past it (that agent is dead
+	// and its check not expired yet) the tag is taken anyway, with a
+	// warning. 0 or a nil Peers: at once.
+	MasterHandoff time.Duration
+	Peers         PeerQuery
+
 	Truth    TruthSource // required: usually the Monitor
 	Registry Registry    // required: usually the Registrar
 
@@ -223,6 +233,12 @@ func (i *Instance) evaluate(ctx context.Context, why string) {
 		i.confirmed = time.Now()
 	}
 	d = guardStale(d, time.Since(i.confirmed), i.opts.StaleMasterGrace)
+	i.mu.Lock()
+	wasMaster := i.lastRole == RoleMaster
+	i.mu.Unlock()
+	if d.Role == RoleMaster && !wasMaster {
+		i.handoff(ctx)
+	}
 	svc := Service{
 		ID:      i.id,
 		Name:    i.opts.Service,
@@ -363,4 +379,71 @@ func parseInfo(s string) map[string]string {
 		}
 	}
 	return kv
+}
+
+// PeerQuery lists the instances of service tagged tag, other than self,
+// that Consul does not hold critical (DNS answers them), as "id (address)";
+// it blocks up to wait for a change after index, and returns the index to
+// block on next.
+type PeerQuery func(ctx context.Context, service, tag, self string, index uint64, wait time.Duration) (others []string, next uint64, err error)
+
+// ConsulPeers is the PeerQuery of a Consul client: a blocking health query.
+func ConsulPeers(c *api.Client) PeerQuery {
+	return func(ctx context.Context, service, tag, self string, index uint64, wait time.Duration) ([]string, uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+		entries, meta, err := c.Health().Service(service, tag, false, q)
+		if err != nil {
+			return nil, index, err
+		}
+		var others []string
+		for _, e := range entries {
+			if e.Service == nil || e.Service.ID == self || e.Checks.AggregatedStatus() == api.HealthCritical {
+				continue
+			}
+			addr := e.Service.Address
+			if addr == "" && e.Node != nil {
+				addr = e.Node.Address
+			}
+			others = append(others, fmt.Sprintf("%s (%s:%d)", e.Service.ID, addr, e.Service.Port))
+		}
+		return others, meta.LastIndex, nil
+	}
+}
+
+// handoff waits, up to MasterHandoff, until Consul answers no other node
+// for this master name's master tag. A failed query does not hold the
+// promotion back.
+func (i *Instance) handoff(ctx context.Context) {
+	if i.opts.Peers == nil || i.opts.MasterHandoff <= 0 {
+		return
+	}
+	start := time.Now()
+	deadline := start.Add(i.opts.MasterHandoff)
+	tag := DNSLabel(i.opts.MasterName) + "-" + RoleMaster
+	var index uint64
+	for {
+		// A blocking query without a wait time would block for minutes.
+		wait := max(time.Until(deadline), time.Millisecond)
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(i.opts.Timeout))
+		others, next, err := i.opts.Peers(qctx, i.opts.Service, tag, i.id, index, wait)
+		cancel()
+		switch {
+		case err != nil:
+			i.log.Debug("master handoff: cannot ask consul, taking the master tag", "error", err)
+			return
+		case len(others) == 0:
+			if index != 0 {
+				i.log.Info("master handoff: the old master left consul's answers", "waited", time.Since(start).Round(time.Microsecond))
+			}
+			return
+		case time.Until(deadline) < time.Millisecond || ctx.Err() != nil:
+			old := strings.Join(others, ", ")
+			i.log.Warn("master handoff: consul still answers the old master; taking the master tag anyway (its agent may be dead: it stays in DNS until its check expires)",
+				"old", old, "waited", time.Since(start).Round(time.Millisecond))
+			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
+				Detail: fmt.Sprintf("still tagged %s after %s: %s", tag, i.opts.MasterHandoff, old)})
+			return
+		}
+		index = next
+	}
 }

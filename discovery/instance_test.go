@@ -2,8 +2,10 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,5 +159,77 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	st := inst.Status()
 	if st.Role != RoleMaster || st.Status != api.HealthPassing || st.LocalRole != RoleMaster || st.Version != "7.0.15" {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestInstanceHandoff checks the wait of a promoted node for the old
+// master to leave Consul's answers: it blocks on the index it was given,
+// ends as soon as no other node is answered, gives up after MasterHandoff
+// with a journal entry, and never holds a promotion back on a failed query.
+func TestInstanceHandoff(t *testing.T) {
+	type call struct {
+		tag, self string
+		index     uint64
+	}
+	newInst := func(q PeerQuery, journal *telemetry.Journal, handoff time.Duration) *Instance {
+		inst, err := NewInstance(InstanceOptions{
+			Address: "10.0.0.2:6379", MasterName: "shard.a", MasterHandoff: handoff, Peers: q,
+			Truth: &fakeTruth{}, Registry: &fakeRegistry{}, Journal: journal,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inst
+	}
+	ctx := context.Background()
+	old := "redis-10.0.0.1-6379 (10.0.0.1:6379)"
+
+	var calls []call
+	left := 2
+	inst := newInst(func(_ context.Context, service, tag, self string, index uint64, wait time.Duration) ([]string, uint64, error) {
+		calls = append(calls, call{tag, self, index})
+		if service != "redis" || wait <= 0 || wait > time.Minute {
+			t.Errorf("query of %q with wait %s", service, wait)
+		}
+		if left == 0 {
+			return nil, index + 1, nil
+		}
+		left--
+		return []string{old}, index + 1, nil
+	}, nil, time.Minute)
+	inst.handoff(ctx)
+	self := "redis-10.0.0.2-6379"
+	want := []call{{"shard-a-master", self, 0}, {"shard-a-master", self, 1}, {"shard-a-master", self, 2}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("queries %+v, want %+v", calls, want)
+	}
+
+	journal := telemetry.NewJournal(10)
+	inst = newInst(func(ctx context.Context, _, _, _ string, index uint64, wait time.Duration) ([]string, uint64, error) {
+		select { // a blocking query that sees no change
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		return []string{old}, index, nil
+	}, journal, 200*time.Millisecond)
+	start := time.Now()
+	inst.handoff(ctx)
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("gave up after %s, before the 200ms handoff", took)
+	}
+	evs := journal.Events()
+	if len(evs) != 1 || evs[0].Type != "handoff" || !strings.Contains(evs[0].Detail, "10.0.0.1:6379") {
+		t.Fatalf("journal %+v, want one handoff event naming the old master", evs)
+	}
+
+	inst = newInst(func(context.Context, string, string, string, uint64, time.Duration) ([]string, uint64, error) {
+		return nil, 0, errors.New("connection refused")
+	}, nil, time.Hour)
+	done := make(chan struct{})
+	go func() { inst.handoff(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a failed query held the promotion back")
 	}
 }

@@ -718,12 +718,30 @@ func (r *Registrar) refresh(ctx context.Context) {
 		if lost {
 			e.registered, e.checkID = false, ""
 		}
-		due := !e.registered || time.Since(e.refreshed)+tick > e.ttl/3
+		due := !e.registered || time.Since(e.refreshed)+tick > e.ttl/3 || newReason(e.sentOutput, e.wantHealth.Output)
 		if !e.removed && e.dueAt.IsZero() && due {
 			_ = r.syncLocked(ctx, e, false)
 		}
 		e.mu.Unlock()
 	}
+}
+
+// newReason reports whether an output says something new in words, not
+// only in numbers: offsets, counts and lag change all the time and wait for
+// the status check's slow refresh; a new reason goes out on the next tick.
+func newReason(sent, want string) bool {
+	if sent == want {
+		return false
+	}
+	words := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return '#'
+			}
+			return r
+		}, s)
+	}
+	return words(sent) != words(want)
 }
 
 // retryDue syncs the entries that are due (a retry whose backoff has passed,

@@ -520,6 +520,19 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing"}) {
 		t.Fatalf("idle refresh writes %q, want the heartbeat only", writes)
 	}
+	// New numbers in an output wait for the slow refresh; a new reason
+	// goes out on the next tick.
+	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok, offset=7"}); err != nil {
+		t.Fatal(err)
+	}
+	r.refresh(ctx)
+	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok, offset=8"}); err != nil {
+		t.Fatal(err)
+	}
+	r.refresh(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing", "ttl " + hb.ID + " passing"}) {
+		t.Fatalf("refresh writes %q, want the new reason once, not the new offset", writes)
+	}
 	// A status check whose TTL would run out is refreshed, with its output.
 	r.entries[a.ID].refreshed = time.Now().Add(-time.Minute/3 + time.Second)
 	r.refresh(ctx)

@@ -332,7 +332,7 @@ func describe(e *api.ServiceEntry) string {
 
 func serviceOutput(e *api.ServiceEntry) string {
 	for _, c := range e.Checks {
-		if c.ServiceID == e.Service.ID {
+		if c.ServiceID == e.Service.ID && c.Type != "alias" { // the status check, not the agent's heartbeat
 			return c.Output
 		}
 	}

@@ -71,6 +71,10 @@ func TestDiscoveryFailover(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	t.Run("planned-failover", e.testPlannedFailover)
+	if t.Failed() {
+		return
+	}
 	t.Run("sentinel-paused-during-failover", e.testSentinelPausedDuringFailover)
 }
 
@@ -122,8 +126,11 @@ type discOptions struct {
 // discAgent is one in-process agent beside one Redis, with its own local
 // Consul client agent.
 type discAgent struct {
-	redis   *harness.Redis
-	local   *harness.Consul
+	redis *harness.Redis
+	local *harness.Consul
+	// regLink carries the registrar's requests to local, so that a test
+	// can hold its writes back.
+	regLink *harness.Link
 	journal *telemetry.Journal
 	metrics *telemetry.Metrics
 	monitor *discovery.Monitor
@@ -229,10 +236,18 @@ func (e *discEnv) start(o discOptions) {
 		if a.monitor, err = discovery.NewMonitor(mo); err != nil {
 			t.Fatal(err)
 		}
+		if a.regLink, err = e.c.NewLink(a.local.HTTPAddr()); err != nil {
+			t.Fatal(err)
+		}
+		regClient, err := discovery.NewConsulClient(discovery.ConsulOptions{Address: a.regLink.Addr(), Token: e.token})
+		if err != nil {
+			t.Fatal(err)
+		}
 		a.reg, err = discovery.NewRegistrar(discovery.RegistrarOptions{
-			Client: local, TTL: 3 * time.Second, ResyncInterval: 500 * time.Millisecond,
+			Client: regClient, TTL: 3 * time.Second, ResyncInterval: 500 * time.Millisecond,
 			BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,
-			Logger: logger.Named(telemetry.LogConsul), Metrics: a.metrics, Journal: a.journal,
+			Heartbeat: discovery.Service{ID: fmt.Sprintf("redis-consul-agent-agent-%d", i), Name: "redis-consul-agent"},
+			Logger:    logger.Named(telemetry.LogConsul), Metrics: a.metrics, Journal: a.journal,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -240,6 +255,7 @@ func (e *discEnv) start(o discOptions) {
 		a.inst, err = discovery.NewInstance(discovery.InstanceOptions{
 			Address: r.Addr(), MasterName: discMasterName, Node: fmt.Sprintf("agent-%d", i),
 			Tick: 250 * time.Millisecond, Truth: a.monitor, Registry: a.reg,
+			MasterHandoff: 5 * time.Second, Peers: discovery.ConsulPeers(local),
 			Logger: logger.Named(telemetry.LogRedis), Metrics: a.metrics, Journal: a.journal,
 		})
 		if err != nil {
@@ -333,7 +349,7 @@ func (e *discEnv) entries(ctx context.Context) (map[string]discEntry, error) {
 			Tags: se.Service.Tags, Status: se.Checks.AggregatedStatus(),
 		}
 		for _, c := range se.Checks {
-			if c.ServiceID != "" {
+			if c.ServiceID != "" && c.Type != "alias" { // the status check, not the agent's heartbeat
 				d.Output = c.Output
 			}
 		}
@@ -916,6 +932,44 @@ func (e *discEnv) testConsulRestart(t *testing.T) {
 	e.waitRoles(t, 10*time.Second, master, "")
 	t.Logf("registration back in the local agent %s after its restart returned (%s after the stop began); roles and DNS right again",
 		took.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
+}
+
+// testPlannedFailover: SENTINEL FAILOVER, where the old master and its
+// agent stay up. The new master's agent and the old one's both react to
+// the same +switch-master; the new one waits until Consul no longer answers
+// the old one (MasterHandoff), so DNS and the health API never answer two
+// masters. To make the race certain, the link from the old master's agent
+// to its Consul agent is cut through the switch and a second after it: its
+// withdrawal comes late.
+func (e *discEnv) testPlannedFailover(t *testing.T) {
+	ctx := e.ctx
+	oldAddr, err := e.shard.CurrentMaster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitRoles(t, 20*time.Second, oldAddr, "")
+	w := e.watchMasters()
+	slow := e.agentOf(oldAddr).regLink
+	slow.Cut(true)
+	defer slow.Cut(false)
+	if err := harness.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return e.shard.Sentinels[0].Client().Failover(qctx, discMasterName).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	newAddr, err := e.shard.WaitFailover(wctx, oldAddr)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the old master's withdrawal held back on purpose, not a wait for a condition
+	slow.Cut(false)
+	e.waitRoles(t, 20*time.Second, newAddr, "")
+	w.check(t)
+	e.reportFailover(t, w, newAddr)
 }
 
 // testSentinelPausedDuringFailover: (8) a Sentinel hangs (SIGSTOP) just as

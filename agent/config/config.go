@@ -166,6 +166,10 @@ type Timing struct {
 	// while no Sentinel majority confirms it; "-1s" keeps it for ever.
 	// Keep it below Sentinel's down-after-milliseconds.
 	StaleMasterGrace Duration `yaml:"stale_master_grace"`
+	// MasterHandoff is how long a node Sentinel just promoted waits for the
+	// old master to leave Consul's answers for the master name before it
+	// takes the master tag; 0 takes it at once.
+	MasterHandoff Duration `yaml:"master_handoff"`
 }
 
 // Duration is a time.Duration written in Go syntax ("500ms", "2s").
@@ -206,6 +210,7 @@ func Defaults() Config {
 			ConsulResync:     Duration(2 * time.Second),
 			ProxyCheck:       Duration(time.Second),
 			StaleMasterGrace: Duration(5 * time.Second),
+			MasterHandoff:    Duration(500 * time.Millisecond),
 		},
 	}
 }

@@ -200,6 +200,9 @@ func (c *Config) Finish() Problems {
 			bad(key, "%s: must be positive", d.D())
 		}
 	}
+	if c.Timing.MasterHandoff < 0 {
+		bad("timing.master_handoff", "%s: must be 0 (off) or positive", c.Timing.MasterHandoff.D())
+	}
 	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy) == 0 {
 		bad("redis/sentinels/twemproxy", "nothing to do: list at least one local instance")
 	}
