@@ -444,6 +444,9 @@ func (i *Instance) handoff(ctx context.Context) {
 				Detail: fmt.Sprintf("still tagged %s after %s: %s", tag, i.opts.MasterHandoff, old)})
 			return
 		}
+		if next < index { // the index went backwards (a new leader, a snapshot): start over
+			next = 0
+		}
 		index = next
 	}
 }

@@ -81,7 +81,10 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 			mode = st.Mode().Perm()
 		}
 	}
-	tmp, err := writeTemp(dir, base, data, mode, st)
+	// With a Check, the temp file's fsync runs while the check reads it
+	// (from the page cache): a failover waits for the longer of the two,
+	// not their sum. Nothing is renamed before both are done.
+	tmp, err := writeTemp(dir, base, data, mode, st, o.Check == nil)
 	if err != nil {
 		return false, err
 	}
@@ -91,12 +94,19 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 			os.Remove(tmp)
 		}
 	}()
-	crashPoint("after-temp-write")
 	if o.Check != nil {
-		if err := o.Check(tmp); err != nil {
-			return false, err
+		synced := make(chan error, 1)
+		go func() { synced <- syncFile(tmp) }()
+		checkErr := o.Check(tmp)
+		syncErr := <-synced
+		if checkErr != nil {
+			return false, checkErr
+		}
+		if syncErr != nil {
+			return false, syncErr
 		}
 	}
+	crashPoint("after-temp-write")
 	if o.Backup && exists {
 		if err := backup(path, dir, base, cur, mode); err != nil {
 			return false, err
@@ -114,9 +124,9 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 	return true, nil
 }
 
-// writeTemp writes data to a new synced temp file in dir and returns its
-// name.
-func writeTemp(dir, base string, data []byte, mode fs.FileMode, like os.FileInfo) (string, error) {
+// writeTemp writes data to a new temp file in dir, synced unless sync is
+// false (the caller syncs it with syncFile), and returns its name.
+func writeTemp(dir, base string, data []byte, mode fs.FileMode, like os.FileInfo, sync bool) (string, error) {
 	f, err := os.CreateTemp(dir, "."+base+tempInfix+"*")
 	if err != nil {
 		return "", fmt.Errorf("create temp file beside %s: %w", base, err)
@@ -138,14 +148,29 @@ func writeTemp(dir, base string, data []byte, mode fs.FileMode, like os.FileInfo
 			_ = f.Chown(int(sys.Uid), int(sys.Gid))
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(name)
 		return "", fmt.Errorf("write %s: %w", name, err)
 	}
 	return name, nil
+}
+
+// syncFile flushes a written file to disk.
+func syncFile(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	return nil
 }
 
 // backup makes path+BackupSuffix hold the current content. A hard link costs
@@ -162,7 +187,7 @@ func backup(path, dir, base string, cur []byte, mode fs.FileMode) error {
 		}
 		return nil
 	}
-	tmp, err := writeTemp(dir, base, cur, mode, nil)
+	tmp, err := writeTemp(dir, base, cur, mode, nil, true)
 	if err != nil {
 		return fmt.Errorf("keep backup %s: %w", dst, err)
 	}
