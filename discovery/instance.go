@@ -215,6 +215,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			prev := i.lastTruth
 			i.mu.Unlock()
 			if !sameAddr(t.Addr, prev.Addr) || t.Known() != prev.Known() {
+				i.withdraw(ctx, t)
 				i.evaluate(ctx, "sentinel")
 			}
 		}
@@ -239,6 +240,29 @@ func (i *Instance) evaluate(ctx context.Context, why string) {
 	if d.Role == RoleMaster && !wasMaster {
 		i.handoff(ctx)
 	}
+	i.publish(ctx, d, local, truth, why)
+}
+
+// withdraw drops the master tag at once, before Redis is read again, when
+// the truth has just named another node while Consul still shows this one
+// as master: whatever Redis says now, this node must not answer master.redis
+// any more, and in a planned failover the new master's agent waits for
+// exactly this write (see handoff). evaluate writes the full picture next.
+func (i *Instance) withdraw(ctx context.Context, truth Master) {
+	i.mu.Lock()
+	wasMaster, version := i.lastRole == RoleMaster, i.version
+	i.mu.Unlock()
+	if !wasMaster || !truth.Known() || sameAddr(truth.Addr, i.opts.Announce) || sameAddr(truth.Addr, i.opts.Address) {
+		return
+	}
+	d := Decision{Role: RoleUnknown, Status: api.HealthCritical,
+		Why: fmt.Sprintf("Sentinel now names %s (%s): master tag withdrawn, reading this node again", truth.Addr, truth.Source)}
+	i.publish(ctx, d, LocalState{Version: version}, truth, "sentinel")
+}
+
+// publish hands decision d to the Registry and records it for the status
+// API, the metrics and the log.
+func (i *Instance) publish(ctx context.Context, d Decision, local LocalState, truth Master, why string) {
 	svc := Service{
 		ID:      i.id,
 		Name:    i.opts.Service,

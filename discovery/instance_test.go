@@ -128,11 +128,18 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 		t.Fatalf("service %+v", svc)
 	}
 
-	// The truth moves away (the tick is an hour: only the notification
+	// The truth moves away while Redis hangs: the master tag goes at once,
+	// before Redis is read again (withdraw), and once Redis answers the
+	// full decision follows (the tick is an hour: only the notification
 	// can explain a prompt re-evaluation).
+	node.setHang(true)
 	truth.set(Master{Name: "shard_a", Addr: other, Source: SourceSwitchMaster, Agree: 1, Reporting: 3, Total: 3})
+	wait("master tag withdrawn before reading Redis", func(s Service, h Health) bool {
+		return len(s.Tags) == 0 && h.Status == api.HealthCritical && strings.Contains(h.Output, "master tag withdrawn")
+	})
+	node.setHang(false)
 	wait("disowned master", func(s Service, h Health) bool {
-		return len(s.Tags) == 0 && h.Status == api.HealthCritical
+		return len(s.Tags) == 0 && h.Status == api.HealthCritical && !strings.Contains(h.Output, "withdrawn")
 	})
 
 	// It comes back to this node after a failover the Monitor journaled:
