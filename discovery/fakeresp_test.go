@@ -27,6 +27,7 @@ type fakeNode struct {
 	down    bool              // close every connection at once
 	hang    bool              // read commands but answer nothing, like a SIGSTOPped process
 	conns   map[net.Conn]*fakeConn
+	calls   map[string]int // "sentinel masters" → times asked
 }
 
 type fakeConn struct {
@@ -215,6 +216,10 @@ func (f *fakeNode) reply(fc *fakeConn, args []string) []any {
 		}
 		return []any{f.role}
 	case cmd == "sentinel" && sub == "masters":
+		if f.calls == nil { // reply runs under f.mu
+			f.calls = map[string]int{}
+		}
+		f.calls["sentinel masters"]++
 		var out []any
 		for name, addr := range f.masters {
 			host, port, _ := net.SplitHostPort(addr)
@@ -224,6 +229,10 @@ func (f *fakeNode) reply(fc *fakeConn, args []string) []any {
 	case cmd == "sentinel" && sub == "myid":
 		return []any{f.id}
 	case cmd == "sentinel" && sub == "get-master-addr-by-name" && len(args) == 3:
+		if f.calls == nil {
+			f.calls = map[string]int{}
+		}
+		f.calls["sentinel get-master-addr-by-name"]++
 		addr, ok := f.masters[args[2]]
 		if !ok {
 			return []any{nil}
@@ -300,4 +309,11 @@ func writeValue(w *bufio.Writer, v any) {
 	default:
 		panic(fmt.Sprintf("fake: cannot write %T", v))
 	}
+}
+
+// called returns how many times cmd was asked.
+func (f *fakeNode) called(cmd string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[cmd]
 }

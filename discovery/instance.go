@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -301,9 +300,9 @@ func (i *Instance) publish(ctx context.Context, d Decision, local LocalState, tr
 	if err != nil {
 		return // the Registrar logged it and retries
 	}
-	telemetry.SetOneOf(i.opts.Metrics.RedisRole, []string{i.id, i.opts.MasterName}, d.Role,
-		RoleMaster, RoleReplica, RoleUnknown)
 	if d.Role != prevRole {
+		telemetry.SetOneOf(i.opts.Metrics.RedisRole, []string{i.id, i.opts.MasterName}, d.Role,
+			RoleMaster, RoleReplica, RoleUnknown)
 		i.log.Info("role", "role", d.Role, "status", d.Status, "why", d.Why, "trigger", why)
 	}
 	if d.Role == RoleMaster && prevRole != RoleMaster {
@@ -368,19 +367,18 @@ func (i *Instance) read(ctx context.Context) LocalState {
 		st.Reachable, st.Err = false, err.Error()
 		return st
 	}
-	if info, err := persCmd.Result(); err == nil && parseInfo(info)["loading"] == "1" {
+	if info, err := persCmd.Result(); err == nil && infoField(info, "loading") == "1" {
 		st.Loading = true
 	}
 	if info, err := replCmd.Result(); err == nil && st.Role == RoleReplica {
-		kv := parseInfo(info)
-		st.LinkUp = kv["master_link_status"] == "up"
-		if s, err := strconv.Atoi(kv["master_link_down_since_seconds"]); err == nil && s >= 0 && !st.LinkUp {
+		st.LinkUp = infoField(info, "master_link_status") == "up"
+		if s, err := strconv.Atoi(infoField(info, "master_link_down_since_seconds")); err == nil && s >= 0 && !st.LinkUp {
 			st.LinkDown = time.Duration(s) * time.Second
 		}
 	}
 	if serverCmd != nil {
 		if info, err := serverCmd.Result(); err == nil {
-			st.Version = parseInfo(info)["redis_version"]
+			st.Version = infoField(info, "redis_version")
 			i.mu.Lock()
 			i.version, i.reread = st.Version, false
 			i.mu.Unlock()
@@ -389,20 +387,17 @@ func (i *Instance) read(ctx context.Context) LocalState {
 	return st
 }
 
-// parseInfo parses INFO output into key/value pairs.
-func parseInfo(s string) map[string]string {
-	kv := make(map[string]string)
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			kv[k] = v
+// infoField returns the value of key in INFO output, "" if absent. It runs
+// for every local Redis every tick, so it scans without building a map.
+func infoField(s, key string) string {
+	for len(s) > 0 {
+		line, rest, _ := strings.Cut(s, "\n")
+		s = rest
+		if k, v, ok := strings.Cut(line, ":"); ok && k == key {
+			return strings.TrimSpace(v)
 		}
 	}
-	return kv
+	return ""
 }
 
 // PeerQuery lists the instances of service tagged tag, other than self,

@@ -240,3 +240,23 @@ func TestInstanceHandoff(t *testing.T) {
 		t.Fatal("a failed query held the promotion back")
 	}
 }
+
+func TestInfoField(t *testing.T) {
+	info := "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\nmaster_link_down_since_seconds:-1\r\nloading:0\r\n"
+	for _, tc := range []struct{ key, want string }{
+		{"role", "slave"},
+		{"master_link_status", "up"},
+		{"master_link_down_since_seconds", "-1"},
+		{"loading", "0"},
+		{"load", ""},
+		{"# Replication", ""},
+		{"absent", ""},
+	} {
+		if got := infoField(info, tc.key); got != tc.want {
+			t.Errorf("infoField(%q) = %q, want %q", tc.key, got, tc.want)
+		}
+	}
+	if got := infoField("", "role"); got != "" {
+		t.Errorf("empty info: %q", got)
+	}
+}

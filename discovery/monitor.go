@@ -148,6 +148,44 @@ type sentinel struct {
 	client *redis.Client
 	stop   context.CancelFunc
 	status SentinelStatus
+	names  *namesCache
+}
+
+// namesCache holds the master names and ID a Sentinel last reported, so
+// that most polls skip SENTINEL MASTERS (a reply of ~40 fields per master,
+// parsed for every Sentinel every second otherwise) and ask only
+// get-master-addr-by-name, which is all the truth needs. It is read again
+// every namesMaxAge, after any error, and after the link comes back.
+type namesCache struct {
+	mu    sync.Mutex
+	names []string
+	id    string
+	at    time.Time
+}
+
+// namesMaxAge is how long a Sentinel's list of master names is trusted: a
+// master added with SENTINEL MONITOR is seen within it.
+const namesMaxAge = 10 * time.Second
+
+func (n *namesCache) get() (names []string, id string, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.at.IsZero() || time.Since(n.at) > namesMaxAge {
+		return nil, "", false
+	}
+	return n.names, n.id, true
+}
+
+func (n *namesCache) set(names []string, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.names, n.id, n.at = names, id, time.Now()
+}
+
+func (n *namesCache) reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.names, n.id, n.at = nil, "", time.Time{}
 }
 
 type sentinelMsg struct {
@@ -367,6 +405,7 @@ func (m *Monitor) setSentinels(ctx context.Context, discovered []string) {
 			client: redis.NewClient(failFast(a, m.opts.Username, m.opts.Password, m.opts.TLSConfig, m.opts.QueryTimeout, 2)),
 			stop:   stop,
 			status: SentinelStatus{Addr: a},
+			names:  &namesCache{},
 		}
 		m.sentinels[k] = s
 		m.opts.Metrics.SentinelUp.WithLabelValues(a).Set(0)
@@ -504,6 +543,7 @@ func (m *Monitor) handleLink(ctx context.Context, lc linkChange) {
 	if lc.up {
 		m.opts.Metrics.SentinelUp.WithLabelValues(s.addr).Set(1)
 		m.log.Info("sentinel link up", "sentinel", s.addr)
+		s.names.reset() // it may have restarted with other masters
 		m.requestPoll(ctx)
 	} else {
 		m.opts.Metrics.SentinelUp.WithLabelValues(s.addr).Set(0)
@@ -542,7 +582,7 @@ func (m *Monitor) requestPoll(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res.views[i] = m.pollOne(ctx, s.addr, s.client)
+				res.views[i] = m.pollOne(ctx, s.addr, s.client, s.names)
 			}()
 		}
 		wg.Wait()
@@ -554,27 +594,32 @@ func (m *Monitor) requestPoll(ctx context.Context) {
 	})
 }
 
-// pollOne reads one Sentinel's view: SENTINEL MASTERS for the names, then
-// get-master-addr-by-name for each (which, unlike MASTERS, already names the
-// promoted replica during the last phase of a failover).
-func (m *Monitor) pollOne(ctx context.Context, addr string, c *redis.Client) sentinelView {
+// pollOne reads one Sentinel's view: the master names (SENTINEL MASTERS,
+// cached for namesMaxAge), then get-master-addr-by-name for each (which,
+// unlike MASTERS, already names the promoted replica during the last phase
+// of a failover).
+func (m *Monitor) pollOne(ctx context.Context, addr string, c *redis.Client, cache *namesCache) sentinelView {
 	v := sentinelView{addr: addr}
 	qctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 	defer cancel()
-	first := c.Pipeline()
-	mastersCmd := first.Do(qctx, "sentinel", "masters")
-	idCmd := first.Do(qctx, "sentinel", "myid")
-	_, _ = first.Exec(qctx)
-	infos, err := parseMasters(mastersCmd)
-	if err != nil {
-		v.err = err
-		return v
+	names, id, cached := cache.get()
+	if !cached {
+		first := c.Pipeline()
+		mastersCmd := first.Do(qctx, "sentinel", "masters")
+		idCmd := first.Do(qctx, "sentinel", "myid")
+		_, _ = first.Exec(qctx)
+		infos, err := parseMasters(mastersCmd)
+		if err != nil {
+			cache.reset()
+			v.err = err
+			return v
+		}
+		// Sentinel 6.2+ knows its ID; older ones are told apart by address.
+		id, _ = idCmd.Text()
+		names = slices.Sorted(maps.Keys(infos))
+		cache.set(names, id)
 	}
-	// Sentinel 6.2+ knows its ID; older ones are told apart by address.
-	if id, err := idCmd.Text(); err == nil {
-		v.id = id
-	}
-	names := slices.Sorted(maps.Keys(infos))
+	v.id = id
 	v.masters = make(map[string]string, len(names))
 	if len(names) == 0 {
 		return v
@@ -586,6 +631,7 @@ func (m *Monitor) pollOne(ctx context.Context, addr string, c *redis.Client) sen
 		_ = pipe.Process(qctx, cmds[i])
 	}
 	if _, err := pipe.Exec(qctx); err != nil && !errors.Is(err, redis.Nil) {
+		cache.reset()
 		v.err = fmt.Errorf("sentinel get-master-addr-by-name: %w", err)
 		v.masters = nil
 		return v
@@ -593,6 +639,9 @@ func (m *Monitor) pollOne(ctx context.Context, addr string, c *redis.Client) sen
 	for i, n := range names {
 		hp, err := cmds[i].Result()
 		if err != nil || len(hp) != 2 {
+			// Unknown to this Sentinel now (SENTINEL REMOVE): read the
+			// names again next time.
+			cache.reset()
 			continue
 		}
 		if a, err := joinAddr(hp[0], hp[1]); err == nil {

@@ -303,3 +303,38 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestMonitorCachesMasterNames checks that the resync (every 100ms here)
+// asks SENTINEL MASTERS only when its names are old or a link came back,
+// while get-master-addr-by-name still catches a missed switch each time.
+func TestMonitorCachesMasterNames(t *testing.T) {
+	e := newMonEnv(t, nil)
+	s := e.sentinels[0]
+	before := s.called("sentinel masters")
+	// A switch nobody published, then ten resyncs.
+	for _, sn := range e.sentinels {
+		sn.setMaster("m", e.b.addr)
+	}
+	e.b.setRole("master", int64(20), []any{})
+	e.waitTruth("the unpublished switch", e.b.addr, SourceMajority)
+	polls := s.called("sentinel get-master-addr-by-name")
+	e.waitFor("ten more resyncs", func() error {
+		if n := s.called("sentinel get-master-addr-by-name") - polls; n < 10 {
+			return fmt.Errorf("%d resyncs so far", n)
+		}
+		return nil
+	})
+	if n := s.called("sentinel masters") - before; n > 1 {
+		t.Fatalf("SENTINEL MASTERS asked %d times in about ten resyncs, want at most once (names cached for %s)", n, namesMaxAge)
+	}
+	// The link drops and comes back: the names are read again.
+	before = s.called("sentinel masters")
+	s.setDown(true)
+	s.setDown(false)
+	e.waitFor("SENTINEL MASTERS after the link came back", func() error {
+		if s.called("sentinel masters") == before {
+			return errors.New("not asked yet")
+		}
+		return nil
+	})
+}
