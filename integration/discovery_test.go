@@ -403,10 +403,26 @@ func (e *discEnv) waitFor(t *testing.T, timeout time.Duration, what string, cond
 // waitRoles waits until Consul (health API and DNS) shows master as the only
 // master, passing, and every other live node of the shard as a passing
 // replica; down, if set, is a node that is down and must be critical.
+//
+// An empty master is the one the Sentinels name at each check: with
+// down-after at 1s, Sentinel now and then fails a fresh master over again on
+// its own a second after a failover (seen under -race on 2 cores), and a
+// test that is not about that must follow it rather than fail.
 func (e *discEnv) waitRoles(t *testing.T, timeout time.Duration, master, down string) {
 	t.Helper()
-	mhost, _, _ := net.SplitHostPort(master)
-	e.waitFor(t, timeout, "consul roles with master "+master, func(ctx context.Context) error {
+	what := "consul roles with master " + master
+	if master == "" {
+		what = "consul roles with the master the Sentinels name"
+	}
+	e.waitFor(t, timeout, what, func(ctx context.Context) error {
+		master := master
+		if master == "" {
+			var err error
+			if master, err = e.shard.CurrentMaster(ctx); err != nil {
+				return err
+			}
+		}
+		mhost, _, _ := net.SplitHostPort(master)
 		es, err := e.entries(ctx)
 		if err != nil {
 			return err
@@ -784,7 +800,10 @@ func (e *discEnv) testOldMasterReturns(t *testing.T) {
 	}
 	t.Logf("old master: restarted, critical while claiming master, passing replica %s after the restart; states:\n  %s",
 		time.Since(restarted).Round(time.Millisecond), strings.Join(states, "\n  "))
-	e.waitRoles(t, 10*time.Second, cur, "")
+	e.waitRoles(t, 20*time.Second, "", "")
+	if now, err := e.shard.CurrentMaster(ctx); err == nil && now != cur {
+		t.Logf("Sentinel moved the master on its own meanwhile: %s → %s", cur, now)
+	}
 }
 
 // discStatuses returns addr → "tags status" of every redis service.
@@ -967,7 +986,7 @@ func (e *discEnv) testPlannedFailover(t *testing.T) {
 	}
 	time.Sleep(time.Second) // the old master's withdrawal held back on purpose, not a wait for a condition
 	slow.Cut(false)
-	e.waitRoles(t, 20*time.Second, newAddr, "")
+	e.waitRoles(t, 20*time.Second, "", "")
 	w.check(t)
 	e.reportFailover(t, w, newAddr)
 }
