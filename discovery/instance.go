@@ -448,7 +448,7 @@ func (i *Instance) handoff(ctx context.Context) {
 		cancel()
 		switch {
 		case err != nil:
-			i.log.Debug("master handoff: cannot ask consul, taking the master tag", "error", err)
+			i.log.Warn("master handoff: cannot ask consul whether the old master left its answers; taking the master tag", "error", err)
 			return
 		case len(others) == 0:
 			if index != 0 {

@@ -589,17 +589,23 @@ func (r *Registrar) Remove(ctx context.Context, id string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.removed = true
+	return r.deregister(ctx, e.want)
+}
+
+// deregister removes s from the Consul agent; a service Consul does not
+// know is no error.
+func (r *Registrar) deregister(ctx context.Context, s Service) error {
 	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
-	err := r.agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(wctx))
+	err := r.agent.ServiceDeregisterOpts(s.ID, (&api.QueryOptions{}).WithContext(wctx))
 	r.opts.Metrics.ConsulWrites.WithLabelValues("deregister").Inc()
-	r.opts.Metrics.CheckStatus.DeletePartialMatch(map[string]string{"service_id": id})
+	r.opts.Metrics.CheckStatus.DeletePartialMatch(map[string]string{"service_id": s.ID})
 	if err != nil && !isNotFound(err) {
 		r.opts.Metrics.ConsulWriteFailures.WithLabelValues("deregister").Inc()
-		return r.explain("deregister", e.want, err)
+		return r.explain("deregister", s, err)
 	}
-	r.log.Info("deregistered", "service_id", id)
-	r.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "deregister", Subject: id})
+	r.log.Info("deregistered", "service_id", s.ID)
+	r.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "deregister", Subject: s.ID})
 	return nil
 }
 
@@ -619,13 +625,10 @@ func (r *Registrar) DeregisterAll(ctx context.Context) error {
 		r.hb.mu.Lock()
 		defer r.hb.mu.Unlock()
 		if r.hbState == heartbeatOK {
-			wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
-			defer cancel()
-			err := r.agent.ServiceDeregisterOpts(r.hb.want.ID, (&api.QueryOptions{}).WithContext(wctx))
-			r.opts.Metrics.ConsulWrites.WithLabelValues("deregister").Inc()
-			if err != nil && !isNotFound(err) {
-				r.opts.Metrics.ConsulWriteFailures.WithLabelValues("deregister").Inc()
-				errs = append(errs, r.explain("deregister", r.hb.want, err))
+			// Last, so that no service's alias goes critical before the
+			// service itself is gone.
+			if err := r.deregister(ctx, r.hb.want); err != nil {
+				errs = append(errs, err)
 			}
 			r.hbState, r.hb.registered = heartbeatUnknown, false
 		}

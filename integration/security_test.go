@@ -482,6 +482,18 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 
 	secWaitHealth(ctx, t, admin, "redis", secRedisID(master), api.HealthPassing)
 	secWaitHealth(ctx, t, admin, "redis", secRedisID(replica), api.HealthPassing)
+	// The register-only token may not register the agent's heartbeat: the
+	// agent says so and each check keeps its own short TTL, no alias.
+	secWaitLog(ctx, t, ma, 0, "consul refused the agent's heartbeat service")
+	checks, _, err := admin.Health().Checks("redis", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range checks {
+		if ch.ServiceID == secRedisID(master) && ch.Type != "ttl" {
+			t.Errorf("with a register-only token %s has a %s check %s; want its TTL check only", ch.ServiceID, ch.Type, ch.CheckID)
+		}
+	}
 	var sentinelIPs []string
 	for _, s := range shard.Sentinels {
 		secWaitHealth(ctx, t, admin, "redis-sentinel", secSentinelID(s), api.HealthPassing)
