@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // TestValidateReportsEveryProblem runs the real binary on a file with three
@@ -50,7 +51,7 @@ redis:
 
 // agentConfig is the config of an agent on one Redis host, with timings
 // shrunk so that the tests run in seconds.
-func agentConfig(consul *harness.Consul, shard *harness.Shard, redis *harness.Redis, node string) map[string]any {
+func agentConfig(consul *sandbox.Consul, shard *sandbox.Shard, redis *sandbox.Redis, node string) map[string]any {
 	var sentinels []string
 	for _, s := range shard.Sentinels {
 		sentinels = append(sentinels, s.Addr())
@@ -89,8 +90,8 @@ func TestAgentStopAndKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
-	consul, err := c.StartConsul(harness.ConsulOptions{})
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,21 +99,21 @@ func TestAgentStopAndKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: "mymaster", Replicas: 2})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nodes := shard.Nodes()
-	agents := make([]*harness.Agent, len(nodes))
+	agents := make([]*sandbox.Agent, len(nodes))
 	for i, r := range nodes {
 		if agents[i], err = c.StartAgent("", "agent-"+r.Name(), r.IP(), agentConfig(consul, shard, r, r.Name())); err != nil {
 			t.Fatal(err)
 		}
 	}
-	id := func(r *harness.Redis) string { return "redis-" + r.IP() + "-" + strconv.Itoa(r.Port()) }
+	id := func(r *sandbox.Redis) string { return "redis-" + r.IP() + "-" + strconv.Itoa(r.Port()) }
 	extraID := "redis-extra-" + nodes[2].IP() + "-" + strconv.Itoa(nodes[2].Port())
 	for _, r := range nodes {
-		if err := harness.Poll(ctx, "passing "+id(r), func(context.Context) error {
+		if err := sandbox.Poll(ctx, "passing "+id(r), func(context.Context) error {
 			if s := healthOf(t, client, "redis", id(r)); s != api.HealthPassing {
 				return errors.New(s)
 			}
@@ -131,7 +132,7 @@ func TestAgentStopAndKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents[0].Reload()
-	if err := harness.Poll(ctx, "redis-extra registered after SIGHUP", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "redis-extra registered after SIGHUP", func(context.Context) error {
 		if s := healthOf(t, client, "redis-extra", extraID); s != api.HealthPassing {
 			return errors.New(s)
 		}
@@ -146,7 +147,7 @@ func TestAgentStopAndKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents[0].Reload()
-	if err := harness.Poll(ctx, "redis-extra removed after SIGHUP", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "redis-extra removed after SIGHUP", func(context.Context) error {
 		if s := healthOf(t, client, "redis-extra", extraID); s != "absent" {
 			return errors.New(s)
 		}
@@ -172,7 +173,7 @@ func TestAgentStopAndKill(t *testing.T) {
 	if err := agents[2].Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := harness.Poll(ctx, "killed agent's check critical", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "killed agent's check critical", func(context.Context) error {
 		if s := healthOf(t, client, "redis", id(replica)); s != api.HealthCritical {
 			return errors.New(s)
 		}

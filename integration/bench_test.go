@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/bench"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/bench"
 )
 
 // TestBenchShort runs the short version of the benchmark (`redis-consul-agent

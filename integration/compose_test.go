@@ -23,7 +23,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // The demo stack of docker-compose.yml, as the test knows it: container names
@@ -429,9 +429,9 @@ func (s *composeStack) writeThroughProxy(ctx context.Context, prefix string, n i
 	proxy := "127.0.0.1:" + s.ports.proxy
 	for i := range n {
 		k := fmt.Sprintf("%s:%d", prefix, i)
-		// harness.Do speaks plain RESP2: go-redis opens with HELLO, on which
+		// sandbox.Do speaks plain RESP2: go-redis opens with HELLO, on which
 		// twemproxy hangs up.
-		if v, err := harness.Do(ctx, proxy, "SET", k, fmt.Sprint(i)); err != nil || v != "OK" {
+		if v, err := sandbox.Do(ctx, proxy, "SET", k, fmt.Sprint(i)); err != nil || v != "OK" {
 			return false, fmt.Sprintf("SET %s through twemproxy: %v %v", k, v, err)
 		}
 	}

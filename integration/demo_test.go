@@ -10,6 +10,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/demo"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // TestDemo runs what `make demo` runs and checks that what its guide
@@ -30,7 +31,7 @@ func TestDemo(t *testing.T) {
 	err = demo.Run(ctx, demo.Options{Agent: bin, Dir: t.TempDir(), Out: &out, Ready: func(st *demo.Stack) {
 		checked = true
 		master := st.Shard.Master
-		if err := harness.Poll(ctx, "DNS answers the demo master", func(ctx context.Context) error {
+		if err := sandbox.Poll(ctx, "DNS answers the demo master", func(ctx context.Context) error {
 			ips, err := st.Consul.LookupA(ctx, "master.redis.service.consul")
 			if err != nil {
 				return err
@@ -42,8 +43,8 @@ func TestDemo(t *testing.T) {
 		}); err != nil {
 			t.Error(err)
 		}
-		if err := harness.Poll(ctx, "write through twemproxy", func(ctx context.Context) error {
-			_, err := harness.Do(ctx, st.Proxy, "SET", "demo", "ok")
+		if err := sandbox.Poll(ctx, "write through twemproxy", func(ctx context.Context) error {
+			_, err := sandbox.Do(ctx, st.Proxy, "SET", "demo", "ok")
 			return err
 		}); err != nil {
 			t.Error(err)
@@ -51,8 +52,8 @@ func TestDemo(t *testing.T) {
 		if v, err := master.Client().Get(ctx, "demo").Result(); err != nil || v != "ok" {
 			t.Errorf("the write through twemproxy did not land on the master: %q, %v", v, err)
 		}
-		if err := harness.Poll(ctx, "dashboard", func(ctx context.Context) error {
-			return harness.HTTPOK(ctx, st.Dashboard)
+		if err := sandbox.Poll(ctx, "dashboard", func(ctx context.Context) error {
+			return sandbox.HTTPOK(ctx, st.Dashboard)
 		}); err != nil {
 			t.Error(err)
 		}

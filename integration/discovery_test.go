@@ -22,6 +22,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // The helpers of this file start with "disc" so that they cannot clash with
@@ -126,11 +127,11 @@ type discOptions struct {
 // discAgent is one in-process agent beside one Redis, with its own local
 // Consul client agent.
 type discAgent struct {
-	redis *harness.Redis
-	local *harness.Consul
+	redis *sandbox.Redis
+	local *sandbox.Consul
 	// regLink carries the registrar's requests to local, so that a test
 	// can hold its writes back.
-	regLink *harness.Link
+	regLink *sandbox.Link
 	journal *telemetry.Journal
 	metrics *telemetry.Metrics
 	monitor *discovery.Monitor
@@ -141,15 +142,15 @@ type discAgent struct {
 type discEnv struct {
 	t        *testing.T
 	ctx      context.Context
-	c        *harness.Cluster
-	consul   *harness.Consul // the server: DNS, health API, ACLs
+	c        *sandbox.Cluster
+	consul   *sandbox.Consul // the server: DNS, health API, ACLs
 	admin    *api.Client
-	shard    *harness.Shard
+	shard    *sandbox.Shard
 	token    string // the agents' least-privilege token
-	proxies  []*harness.Link
+	proxies  []*sandbox.Link
 	agents   []*discAgent
 	sentinel *discovery.Registrar // registers the three Sentinels
-	log      *harness.SyncBuffer
+	log      *sandbox.SyncBuffer
 	wg       sync.WaitGroup
 }
 
@@ -158,8 +159,8 @@ func newDiscEnv(t *testing.T, o discOptions) *discEnv {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	c := harness.ForTest(t, harness.Options{})
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func newDiscEnv(t *testing.T, o discOptions) *discEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: discMasterName, Replicas: 2, Sentinels: 3, Quorum: 2})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: discMasterName, Replicas: 2, Sentinels: 3, Quorum: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func newDiscEnv(t *testing.T, o discOptions) *discEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &discEnv{t: t, ctx: ctx, c: c, consul: consul, admin: admin, shard: shard, token: token, log: &harness.SyncBuffer{}}
+	e := &discEnv{t: t, ctx: ctx, c: c, consul: consul, admin: admin, shard: shard, token: token, log: &sandbox.SyncBuffer{}}
 	e.start(o)
 	t.Logf("environment ready in %s", time.Since(start).Round(time.Millisecond))
 	return e
@@ -289,9 +290,9 @@ func (e *discEnv) start(o discOptions) {
 // startLocalConsul starts a Consul client agent joined to the server, the
 // "local agent" of one host. Its own requests fall back to the management
 // token; the agents use their least-privilege token.
-func (e *discEnv) startLocalConsul() *harness.Consul {
+func (e *discEnv) startLocalConsul() *sandbox.Consul {
 	srv := e.consul
-	k, err := e.c.StartConsul(harness.ConsulOptions{Extra: map[string]any{
+	k, err := e.c.StartConsul(sandbox.ConsulOptions{Extra: map[string]any{
 		"server": false, "bootstrap_expect": 0,
 		"retry_join": []string{net.JoinHostPort(srv.IP(), strconv.Itoa(srv.SerfLANPort))},
 		"acl": map[string]any{
@@ -307,7 +308,7 @@ func (e *discEnv) startLocalConsul() *harness.Consul {
 
 // consulClient is an agent's client of the Consul agent k, with the
 // least-privilege token.
-func (e *discEnv) consulClient(k *harness.Consul) *api.Client {
+func (e *discEnv) consulClient(k *sandbox.Consul) *api.Client {
 	c, err := discovery.NewConsulClient(discovery.ConsulOptions{Address: k.HTTPAddr(), Token: e.token})
 	if err != nil {
 		e.t.Fatal(err)
@@ -394,7 +395,7 @@ func (e *discEnv) waitFor(t *testing.T, timeout time.Duration, what string, cond
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(e.ctx, timeout)
 	defer cancel()
-	if err := harness.Poll(ctx, what, cond); err != nil {
+	if err := sandbox.Poll(ctx, what, cond); err != nil {
 		t.Fatal(err)
 	}
 	return time.Since(start)
@@ -634,7 +635,7 @@ func (w *discMasterWatch) check(t *testing.T) {
 	w.mu.Lock()
 	n := w.rounds
 	w.mu.Unlock()
-	_ = harness.Poll(w.e.ctx, "one more round of the watch", func(context.Context) error {
+	_ = sandbox.Poll(w.e.ctx, "one more round of the watch", func(context.Context) error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if w.rounds < n+2 {
@@ -892,7 +893,7 @@ func (e *discEnv) testSentinelsDown(t *testing.T) {
 		t.Fatalf("DNS master while warned = %v, %v", got, err)
 	}
 
-	for _, s := range []*harness.Sentinel{s1, s2} {
+	for _, s := range []*sandbox.Sentinel{s1, s2} {
 		if err := s.Restart(); err != nil {
 			t.Fatal(err)
 		}
@@ -971,7 +972,7 @@ func (e *discEnv) testPlannedFailover(t *testing.T) {
 	slow := e.agentOf(oldAddr).regLink
 	slow.Cut(true)
 	defer slow.Cut(false)
-	if err := harness.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
+	if err := sandbox.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return e.shard.Sentinels[0].Client().Failover(qctx, discMasterName).Err()
@@ -1024,9 +1025,9 @@ func (e *discEnv) testSentinelPausedDuringFailover(t *testing.T) {
 // discFailoverByTwo waits until the Sentinels other than paused name a new
 // master that confirms its role (the harness's WaitFailover would wait on
 // the paused one).
-func (e *discEnv) discFailoverByTwo(ctx context.Context, oldAddr string, paused *harness.Sentinel) (string, error) {
+func (e *discEnv) discFailoverByTwo(ctx context.Context, oldAddr string, paused *sandbox.Sentinel) (string, error) {
 	var addr string
-	err := harness.Poll(ctx, "failover by the running Sentinels", func(ctx context.Context) error {
+	err := sandbox.Poll(ctx, "failover by the running Sentinels", func(ctx context.Context) error {
 		var got []string
 		for _, s := range e.shard.Sentinels {
 			if s == paused {

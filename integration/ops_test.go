@@ -22,6 +22,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // opsStack is the sandbox the ops tests look at: one Consul, one shard of
@@ -30,10 +31,10 @@ import (
 // so its dashboard's failover timeline has both the Consul and the
 // twemproxy reaction.
 type opsStack struct {
-	c      *harness.Cluster
-	consul *harness.Consul
-	shard  *harness.Shard
-	agent  *harness.Agent
+	c      *sandbox.Cluster
+	consul *sandbox.Consul
+	shard  *sandbox.Shard
+	agent  *sandbox.Agent
 	bin    string // the agent binary
 	url    string // http://host:port of the agent's status API
 	pool   string // the twemproxy pool's listen address
@@ -48,11 +49,11 @@ func startOpsStack(t *testing.T, ctx context.Context) *opsStack {
 		t.Fatal(err)
 	}
 	st := &opsStack{bin: bin}
-	st.c = harness.ForTest(t, harness.Options{})
-	if st.consul, err = st.c.StartConsul(harness.ConsulOptions{}); err != nil {
+	st.c = harness.ForTest(t, sandbox.Options{})
+	if st.consul, err = st.c.StartConsul(sandbox.ConsulOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if st.shard, err = st.c.StartShard(harness.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2}); err != nil {
+	if st.shard, err = st.c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -75,7 +76,7 @@ func startOpsStack(t *testing.T, ctx context.Context) *opsStack {
 	if err := os.WriteFile(nutConf, []byte(pool), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nut, err := harness.Binary("nutcracker")
+	nut, err := sandbox.Binary("nutcracker")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,11 +206,11 @@ func (st *opsStack) waitTimeline(t *testing.T, ctx context.Context, newAddr stri
 	return snap
 }
 
-// opsPoll is harness.Poll that reports the last real failure, not the
+// opsPoll is sandbox.Poll that reports the last real failure, not the
 // context error of the attempt the deadline cut short.
 func opsPoll(ctx context.Context, what string, f func(ctx context.Context) error) error {
 	var last error
-	err := harness.Poll(ctx, what, func(ctx context.Context) error {
+	err := sandbox.Poll(ctx, what, func(ctx context.Context) error {
 		err := f(ctx)
 		if err != nil && ctx.Err() == nil {
 			last = err

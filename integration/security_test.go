@@ -22,6 +22,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // The security claims of DESIGN §10, each proved against the real binaries:
@@ -96,7 +97,7 @@ func secGet(ctx context.Context, url string) (string, error) {
 }
 
 // secLog returns the agent's log from byte offset from on.
-func secLog(t *testing.T, a *harness.Agent, from int64) string {
+func secLog(t *testing.T, a *sandbox.Agent, from int64) string {
 	t.Helper()
 	b, err := os.ReadFile(a.LogPath())
 	if err != nil {
@@ -109,7 +110,7 @@ func secLog(t *testing.T, a *harness.Agent, from int64) string {
 }
 
 // secLogSize is where the agent's log ends now, to read only what follows.
-func secLogSize(t *testing.T, a *harness.Agent) int64 {
+func secLogSize(t *testing.T, a *sandbox.Agent) int64 {
 	t.Helper()
 	fi, err := os.Stat(a.LogPath())
 	if err != nil {
@@ -120,7 +121,7 @@ func secLogSize(t *testing.T, a *harness.Agent) int64 {
 
 // secAssertNoSecrets fails if any secret occurs in the agent's log, its
 // command line or config file, or anything its HTTP server answers.
-func secAssertNoSecrets(ctx context.Context, t *testing.T, a *harness.Agent, secrets ...string) {
+func secAssertNoSecrets(ctx context.Context, t *testing.T, a *sandbox.Agent, secrets ...string) {
 	t.Helper()
 	cfg, err := os.ReadFile(a.ConfigPath)
 	if err != nil {
@@ -195,10 +196,10 @@ func secMetric(body, name string) float64 {
 }
 
 // secWaitDNS waits until Consul DNS answers name with exactly the IPs want.
-func secWaitDNS(ctx context.Context, t *testing.T, consul *harness.Consul, name string, want ...string) {
+func secWaitDNS(ctx context.Context, t *testing.T, consul *sandbox.Consul, name string, want ...string) {
 	t.Helper()
 	want = slices.Sorted(slices.Values(want))
-	err := harness.Poll(ctx, fmt.Sprintf("DNS %s = %v", name, want), func(ctx context.Context) error {
+	err := sandbox.Poll(ctx, fmt.Sprintf("DNS %s = %v", name, want), func(ctx context.Context) error {
 		ips, err := consul.LookupA(ctx, name)
 		if err != nil {
 			return err
@@ -218,7 +219,7 @@ func secWaitDNS(ctx context.Context, t *testing.T, consul *harness.Consul, name 
 // want ("absent" when it is not registered).
 func secWaitHealth(ctx context.Context, t *testing.T, client *api.Client, service, id, want string) {
 	t.Helper()
-	err := harness.Poll(ctx, fmt.Sprintf("%s %s", id, want), func(context.Context) error {
+	err := sandbox.Poll(ctx, fmt.Sprintf("%s %s", id, want), func(context.Context) error {
 		if s := healthOf(t, client, service, id); s != want {
 			return errors.New(s)
 		}
@@ -231,10 +232,10 @@ func secWaitHealth(ctx context.Context, t *testing.T, client *api.Client, servic
 
 // secWaitLog waits until the agent's log, from offset from on, contains
 // every one of want, and returns that part of the log.
-func secWaitLog(ctx context.Context, t *testing.T, a *harness.Agent, from int64, want ...string) string {
+func secWaitLog(ctx context.Context, t *testing.T, a *sandbox.Agent, from int64, want ...string) string {
 	t.Helper()
 	var text string
-	err := harness.Poll(ctx, fmt.Sprintf("%s logs %q", a.Name(), want), func(context.Context) error {
+	err := sandbox.Poll(ctx, fmt.Sprintf("%s logs %q", a.Name(), want), func(context.Context) error {
 		text = secLog(t, a, from)
 		for _, w := range want {
 			if !strings.Contains(text, w) {
@@ -250,11 +251,11 @@ func secWaitLog(ctx context.Context, t *testing.T, a *harness.Agent, from int64,
 }
 
 // secRedisID and secSentinelID are the service IDs of DESIGN §5.
-func secRedisID(r *harness.Redis) string {
+func secRedisID(r *sandbox.Redis) string {
 	return "redis-" + r.IP() + "-" + strconv.Itoa(r.Port())
 }
 
-func secSentinelID(s *harness.Sentinel) string {
+func secSentinelID(s *sandbox.Sentinel) string {
 	return "redis-sentinel-" + s.IP() + "-" + strconv.Itoa(s.Port())
 }
 
@@ -269,10 +270,10 @@ func TestSecureRedisAndSentinel(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
+	c := harness.ForTest(t, sandbox.Options{})
 	redisPass, sentinelPass := secNewSecret("redis-pw"), secNewSecret("sentinel-pw")
 
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,18 +289,18 @@ func TestSecureRedisAndSentinel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sentinels, err := c.StartSentinels(3, harness.SentinelOptions{Password: redisPass, RequirePass: sentinelPass})
+	sentinels, err := c.StartSentinels(3, sandbox.SentinelOptions{Password: redisPass, RequirePass: sentinelPass})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: "secure", Replicas: 2, Use: sentinels, Password: redisPass})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "secure", Replicas: 2, Use: sentinels, Password: redisPass})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// Authentication is really on: without the passwords both refuse.
 	for addr, who := range map[string]string{shard.Master.Addr(): "redis", sentinels[0].Addr(): "sentinel"} {
-		_, err := harness.Do(ctx, addr, "PING")
+		_, err := sandbox.Do(ctx, addr, "PING")
 		if err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 			t.Fatalf("%s %s answers PING without a password: %v", who, addr, err)
 		}
@@ -312,7 +313,7 @@ func TestSecureRedisAndSentinel(t *testing.T) {
 	sentinelPassFile := secWriteFile(t, secrets, "sentinel.pass", sentinelPass)
 	all := []string{redisPass, sentinelPass, token, sentinelToken, consul.Token()}
 
-	var agents []*harness.Agent
+	var agents []*sandbox.Agent
 	for _, r := range shard.Nodes() {
 		cfg := agentConfig(consul, shard, r, r.Name())
 		cfg["consul"].(map[string]any)["token_file"] = tokenFile
@@ -398,7 +399,7 @@ func TestSecureRedisAndSentinel(t *testing.T) {
 
 // secSentinelsConfig is the config of an agent that registers the given
 // Sentinels only.
-func secSentinelsConfig(consul map[string]any, sentinels []*harness.Sentinel) map[string]any {
+func secSentinelsConfig(consul map[string]any, sentinels []*sandbox.Sentinel) map[string]any {
 	var local []any
 	for _, s := range sentinels {
 		local = append(local, map[string]any{"address": s.Addr()})
@@ -426,8 +427,8 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +436,7 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: "acl", Replicas: 1})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "acl", Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +543,7 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 	}
 	secWaitHealth(ctx, t, admin, "redis", secRedisID(master), api.HealthPassing)
 	secWaitDNS(ctx, t, consul, "master.redis.service.consul", master.IP())
-	err = harness.Poll(ctx, "cluster view lists every node and Sentinel", func(ctx context.Context) error {
+	err = sandbox.Poll(ctx, "cluster view lists every node and Sentinel", func(ctx context.Context) error {
 		st, err := secGet(ctx, ma.URL("/v1/status"))
 		if err != nil {
 			return err
@@ -604,7 +605,7 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 			t.Errorf("%s token: /v1/status does not show the denial:\n%s", bad.name, st)
 		}
 	}
-	for _, a := range []*harness.Agent{ma, ra, sa} {
+	for _, a := range []*sandbox.Agent{ma, ra, sa} {
 		secAssertNoSecrets(ctx, t, a, all...)
 	}
 	secAssertConsulClean(t, admin, []string{"redis", "redis-sentinel"}, all...)
@@ -621,8 +622,8 @@ func TestConsulOverHTTPS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
-	consul, err := c.StartConsul(harness.ConsulOptions{HTTPS: true, ACL: true})
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{HTTPS: true, ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,7 +635,7 @@ func TestConsulOverHTTPS(t *testing.T) {
 	if _, err := secGet(ctx, "http://"+consul.HTTPAddr()+"/v1/status/leader"); err == nil {
 		t.Fatal("consul answers plain HTTP on its HTTPS port")
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: "tls", Replicas: 1})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "tls", Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -663,7 +664,7 @@ func TestConsulOverHTTPS(t *testing.T) {
 	secWaitDNS(ctx, t, consul, "replica.redis.service.consul", replica.IP())
 
 	// A CA that did not sign the server's certificate.
-	other, err := harness.NewCA(t.TempDir(), "other")
+	other, err := sandbox.NewCA(t.TempDir(), "other")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,7 +689,7 @@ func TestConsulOverHTTPS(t *testing.T) {
 	}
 	// It keeps running and retrying (with backoff): the failure counter
 	// goes on growing, and the process does not exit.
-	err = harness.Poll(ctx, "three failed registrations", func(ctx context.Context) error {
+	err = sandbox.Poll(ctx, "three failed registrations", func(ctx context.Context) error {
 		m, err := secGet(ctx, ma.URL("/metrics"))
 		if err != nil {
 			return err
@@ -730,7 +731,7 @@ func TestConsulOverHTTPS(t *testing.T) {
 	}
 	secWaitHealth(ctx, t, admin, "redis", secRedisID(master), api.HealthPassing)
 	secWaitDNS(ctx, t, consul, "master.redis.service.consul", master.IP())
-	for _, a := range []*harness.Agent{ma, ra} {
+	for _, a := range []*sandbox.Agent{ma, ra} {
 		secAssertNoSecrets(ctx, t, a, token, consul.Token())
 	}
 }
@@ -756,7 +757,7 @@ func secSentinelACL() string {
 // secACLDenials returns the ACL LOG entries of user on the server at addr
 // (Redis or Sentinel), read as the default user with password.
 func secACLDenials(ctx context.Context, addr, password, user string) ([]string, error) {
-	cl := harness.NewClient(addr, password)
+	cl := sandbox.NewClient(addr, password)
 	defer cl.Close()
 	v, err := cl.Do(ctx, "ACL", "LOG").Slice()
 	if err != nil {
@@ -788,12 +789,12 @@ func TestSecureRedisACLUsers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
+	c := harness.ForTest(t, sandbox.Options{})
 	const user = "rca-agent"
 	redisPass, sentinelPass := secNewSecret("redis-pw"), secNewSecret("sentinel-pw")
 	agentRedisPass, agentSentinelPass := secNewSecret("agent-redis-pw"), secNewSecret("agent-sentinel-pw")
 
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -805,14 +806,14 @@ func TestSecureRedisACLUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sentinels, err := c.StartSentinels(3, harness.SentinelOptions{
+	sentinels, err := c.StartSentinels(3, sandbox.SentinelOptions{
 		Password: redisPass, RequirePass: sentinelPass,
 		Extra: []string{"user " + user + " on >" + agentSentinelPass + " " + secSentinelACL()},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard, err := c.StartShard(harness.ShardOptions{
+	shard, err := c.StartShard(sandbox.ShardOptions{
 		Name: "acluser", Replicas: 2, Use: sentinels, Password: redisPass,
 		RedisExtra: []string{"user " + user + " on >" + agentRedisPass + " " + secRedisACL},
 	})
@@ -826,7 +827,7 @@ func TestSecureRedisACLUsers(t *testing.T) {
 	all := []string{redisPass, sentinelPass, agentRedisPass, agentSentinelPass, token, consul.Token()}
 	sentinelSection := map[string]any{"addresses": nil, "username": user, "password_file": sentinelPassFile}
 
-	var agents []*harness.Agent
+	var agents []*sandbox.Agent
 	for _, r := range shard.Nodes() {
 		cfg := agentConfig(consul, shard, r, r.Name())
 		cfg["consul"].(map[string]any)["token_file"] = tokenFile
@@ -874,7 +875,7 @@ func TestSecureRedisACLUsers(t *testing.T) {
 
 	// The agents are connected as their user, not as the default one.
 	for _, addr := range []struct{ addr, pass string }{{promoted.Addr(), redisPass}, {sentinels[0].Addr(), sentinelPass}} {
-		cl := harness.NewClient(addr.addr, addr.pass)
+		cl := sandbox.NewClient(addr.addr, addr.pass)
 		list, err := cl.Do(ctx, "CLIENT", "LIST").Text()
 		cl.Close()
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // TestTopology builds the §2 topology for real and checks the harness gives
@@ -25,9 +26,9 @@ func TestTopology(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	c := harness.ForTest(t, harness.Options{})
+	c := harness.ForTest(t, sandbox.Options{})
 
-	consul, err := c.StartConsul(harness.ConsulOptions{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestTopology(t *testing.T) {
 		t.Fatalf("DNS SRV consul.service.consul = %v, %v; want port %d", srvs, err, consul.ServerPort)
 	}
 
-	shard, err := c.StartShard(harness.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestTopology(t *testing.T) {
 
 	// Every process on its own host.
 	hosts := map[string]string{consul.IP(): consul.Name()}
-	var replicas, all []*harness.Process
+	var replicas, all []*sandbox.Process
 	for _, r := range shard.Replicas {
 		replicas = append(replicas, r.Process)
 	}
@@ -103,7 +104,7 @@ func TestTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := c.StartNutcracker(harness.NutcrackerOptions{ConfigYAML: fmt.Sprintf(`alpha:
+	nc, err := c.StartNutcracker(sandbox.NutcrackerOptions{ConfigYAML: fmt.Sprintf(`alpha:
   listen: %s
   hash: fnv1a_64
   distribution: ketama
@@ -116,13 +117,13 @@ func TestTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := harness.Do(ctx, nc.Addr(), "SET", "greeting", "hello"); err != nil || v != "OK" {
+	if v, err := sandbox.Do(ctx, nc.Addr(), "SET", "greeting", "hello"); err != nil || v != "OK" {
 		t.Fatalf("SET through nutcracker = %v, %v", v, err)
 	}
-	if v, err := harness.Do(ctx, nc.Addr(), "GET", "greeting"); err != nil || v != "hello" {
+	if v, err := sandbox.Do(ctx, nc.Addr(), "GET", "greeting"); err != nil || v != "hello" {
 		t.Fatalf("GET through nutcracker = %v, %v", v, err)
 	}
-	if v, err := harness.Do(ctx, shard.Master.Addr(), "GET", "greeting"); err != nil || v != "hello" {
+	if v, err := sandbox.Do(ctx, shard.Master.Addr(), "GET", "greeting"); err != nil || v != "hello" {
 		t.Fatalf("GET on the master = %v, %v", v, err)
 	}
 
@@ -164,21 +165,21 @@ func TestClustersDoNotClash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	seen := map[string]string{}
-	startOne := func(label string) *harness.Cluster {
-		c, err := harness.New(harness.Options{Dir: t.TempDir()})
+	startOne := func(label string) *sandbox.Cluster {
+		c, err := sandbox.New(sandbox.Options{Dir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		consul, err := c.StartConsul(harness.ConsulOptions{})
+		consul, err := c.StartConsul(sandbox.ConsulOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := c.StartRedis(harness.RedisOptions{})
+		r, err := c.StartRedis(sandbox.RedisOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := harness.Do(ctx, r.Addr(), "SET", "cluster", label); err != nil {
+		if _, err := sandbox.Do(ctx, r.Addr(), "SET", "cluster", label); err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range []string{consul.HTTPAddr(), consul.DNSAddr(), r.Addr()} {
@@ -225,8 +226,8 @@ func TestConsulACL(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func isForbidden(err error) bool {
 	return errors.As(err, &se) && se.Code == 403
 }
 
-func addrs(ps []*harness.Process) []string {
+func addrs(ps []*sandbox.Process) []string {
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, p.Addr())
@@ -323,24 +324,24 @@ func TestSharedSentinels(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, harness.Options{})
+	c := harness.ForTest(t, sandbox.Options{})
 	const pw = "s3cret"
-	sentinels, err := c.StartSentinels(3, harness.SentinelOptions{DownAfter: 500 * time.Millisecond, Password: pw})
+	sentinels, err := c.StartSentinels(3, sandbox.SentinelOptions{DownAfter: 500 * time.Millisecond, Password: pw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	alpha, err := c.StartShard(harness.ShardOptions{Name: "alpha", Replicas: 1, Use: sentinels, Password: pw})
+	alpha, err := c.StartShard(sandbox.ShardOptions{Name: "alpha", Replicas: 1, Use: sentinels, Password: pw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	beta, err := c.StartShard(harness.ShardOptions{Name: "beta", Replicas: 1, Use: sentinels, Password: pw})
+	beta, err := c.StartShard(sandbox.ShardOptions{Name: "beta", Replicas: 1, Use: sentinels, Password: pw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := harness.Do(ctx, beta.Master.Addr(), "PING"); err == nil {
+	if _, err := sandbox.Do(ctx, beta.Master.Addr(), "PING"); err == nil {
 		t.Fatal("PING without the password succeeded")
 	}
-	for _, sh := range []*harness.Shard{alpha, beta} {
+	for _, sh := range []*sandbox.Shard{alpha, beta} {
 		if m, err := sh.CurrentMaster(ctx); err != nil || m != sh.Master.Addr() {
 			t.Fatalf("%s: CurrentMaster = %q, %v; want %s", sh.Name, m, err, sh.Master.Addr())
 		}

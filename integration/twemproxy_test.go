@@ -28,6 +28,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
 
@@ -120,19 +121,19 @@ func TestTwemproxyFailover(t *testing.T) {
 type twEnv struct {
 	t       *testing.T
 	ctx     context.Context
-	c       *harness.Cluster
-	consul  *harness.Consul
+	c       *sandbox.Cluster
+	consul  *sandbox.Consul
 	admin   *api.Client
-	shards  map[string]*harness.Shard
+	shards  map[string]*sandbox.Shard
 	monitor *discovery.Monitor
 	reg     *discovery.Registrar
 	journal *telemetry.Journal
 	metrics *telemetry.Metrics
-	log     *harness.SyncBuffer
+	log     *sandbox.SyncBuffer
 	nc      string // nutcracker binary
 	main    *twProxy
 	tmpl    *twProxy
-	cuts    []*harness.Link
+	cuts    []*sandbox.Link
 	figures []string
 	runWG   sync.WaitGroup
 }
@@ -150,12 +151,12 @@ func newTwEnv(t *testing.T) *twEnv {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
-	c := harness.ForTest(t, harness.Options{})
-	nc, err := harness.Binary("nutcracker")
+	c := harness.ForTest(t, sandbox.Options{})
+	nc, err := sandbox.Binary("nutcracker")
 	if err != nil {
 		t.Fatal(err)
 	}
-	consul, err := c.StartConsul(harness.ConsulOptions{ACL: true})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{ACL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,11 +164,11 @@ func newTwEnv(t *testing.T) *twEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := c.StartShard(harness.ShardOptions{Name: "shard-a", Replicas: 1, Sentinels: 3, Quorum: 2, Password: twPassword})
+	a, err := c.StartShard(sandbox.ShardOptions{Name: "shard-a", Replicas: 1, Sentinels: 3, Quorum: 2, Password: twPassword})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.StartShard(harness.ShardOptions{Name: "shard-b", Replicas: 1, Use: a.Sentinels, Quorum: 2, Password: twPassword})
+	b, err := c.StartShard(sandbox.ShardOptions{Name: "shard-b", Replicas: 1, Use: a.Sentinels, Quorum: 2, Password: twPassword})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +182,8 @@ func newTwEnv(t *testing.T) *twEnv {
 	}
 	e := &twEnv{
 		t: t, ctx: ctx, c: c, consul: consul, admin: admin, nc: nc,
-		shards:  map[string]*harness.Shard{"shard-a": a, "shard-b": b},
-		journal: telemetry.NewJournal(500), metrics: telemetry.NewTestMetrics(), log: &harness.SyncBuffer{},
+		shards:  map[string]*sandbox.Shard{"shard-a": a, "shard-b": b},
+		journal: telemetry.NewJournal(500), metrics: telemetry.NewTestMetrics(), log: &sandbox.SyncBuffer{},
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "agent", Level: hclog.Debug, Output: e.log, TimeFormat: "15:04:05.000000"})
 	// The Monitor reaches the Sentinels through forwarders that the test
@@ -228,7 +229,7 @@ func newTwEnv(t *testing.T) *twEnv {
 	})
 	e.run(runCtx, "monitor", e.monitor.Run)
 	e.run(runCtx, "registrar", e.reg.Run)
-	if err := harness.Poll(ctx, "the Monitor's truth for both shards", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "the Monitor's truth for both shards", func(context.Context) error {
 		m := e.monitor.Masters()
 		if !m["shard-a"].Known() || !m["shard-b"].Known() {
 			return fmt.Errorf("truth %v", m)
@@ -348,7 +349,7 @@ func (e *twEnv) waitHealth(t *testing.T, p *twProxy, status string, timeout time
 	t.Helper()
 	ctx, cancel := context.WithTimeout(e.ctx, timeout)
 	defer cancel()
-	err := harness.Poll(ctx, p.name+" pools "+status+" in Consul", func(ctx context.Context) error {
+	err := sandbox.Poll(ctx, p.name+" pools "+status+" in Consul", func(ctx context.Context) error {
 		checks, _, err := e.admin.Health().Checks("twemproxy", (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err
@@ -423,7 +424,7 @@ func twDo(ctx context.Context, addr string, args ...string) (string, error) {
 
 // getDirect reads key from a Redis node, bypassing twemproxy.
 func getDirect(ctx context.Context, addr, key string) (string, error) {
-	c := harness.NewClient(addr, twPassword)
+	c := sandbox.NewClient(addr, twPassword)
 	defer c.Close()
 	return c.Get(ctx, key).Result()
 }
@@ -559,7 +560,7 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 			e.figure(t, "journal: shard-a learnt -> twemproxy applied %s", f.TwemproxyAt.Sub(f.At).Round(100*time.Microsecond))
 		}
 	}
-	if err := harness.Poll(ctx, "reaction time recorded", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "reaction time recorded", func(context.Context) error {
 		if twHistogramCount(e.metrics.Reaction.WithLabelValues("twemproxy")) == 0 {
 			return errors.New("no observation")
 		}
@@ -587,7 +588,7 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 
 	// Bring the old master back once every Sentinel names the new one;
 	// Sentinel makes it a replica, so later failovers have one to promote.
-	if err := harness.Poll(ctx, "every Sentinel to name "+newAddr, func(ctx context.Context) error {
+	if err := sandbox.Poll(ctx, "every Sentinel to name "+newAddr, func(ctx context.Context) error {
 		for _, s := range shard.Sentinels {
 			if a, err := s.MasterAddr(ctx, "shard-a"); err != nil || a != newAddr {
 				return fmt.Errorf("%s names %s (%v)", s.Name(), a, err)
@@ -605,13 +606,13 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 
 // settle waits until shard has one master that the Sentinels agree on and
 // a linked replica, and the main file names that master.
-func (e *twEnv) settle(t *testing.T, shard *harness.Shard) {
+func (e *twEnv) settle(t *testing.T, shard *sandbox.Shard) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
 	defer cancel()
 	var master string
 	var okSince time.Time
-	if err := harness.Poll(ctx, shard.Name+" to settle", func(ctx context.Context) error {
+	if err := sandbox.Poll(ctx, shard.Name+" to settle", func(ctx context.Context) error {
 		if err := e.settled(ctx, shard, &master); err != nil {
 			okSince = time.Time{}
 			return err
@@ -633,7 +634,7 @@ func (e *twEnv) settle(t *testing.T, shard *harness.Shard) {
 
 // settled reports whether shard has one master the Sentinels agree on and
 // every other node is its linked replica.
-func (e *twEnv) settled(ctx context.Context, shard *harness.Shard, master *string) error {
+func (e *twEnv) settled(ctx context.Context, shard *sandbox.Shard, master *string) error {
 	m, err := shard.CurrentMaster(ctx)
 	if err != nil {
 		return err
@@ -658,7 +659,7 @@ func (e *twEnv) settled(ctx context.Context, shard *harness.Shard, master *strin
 // its restart are both done.
 func (e *twEnv) waitApplied(t *testing.T, p *twProxy) {
 	t.Helper()
-	err := harness.Poll(e.ctx, p.name+" to run its file", func(context.Context) error {
+	err := sandbox.Poll(e.ctx, p.name+" to run its file", func(context.Context) error {
 		b, err := os.ReadFile(p.file)
 		if err != nil {
 			return err
@@ -678,7 +679,7 @@ func (e *twEnv) waitApplied(t *testing.T, p *twProxy) {
 // to name a new master, asking again (another Sentinel) when Sentinel gave
 // up, as it sometimes does right after a reconfiguration
 // (-failover-abort-slave-timeout).
-func (e *twEnv) failoverAndWait(t *testing.T, shard *harness.Shard, oldAddr string) string {
+func (e *twEnv) failoverAndWait(t *testing.T, shard *sandbox.Shard, oldAddr string) string {
 	t.Helper()
 	for attempt := range 3 {
 		if err := e.failover(e.ctx, shard, attempt%len(shard.Sentinels)); err != nil {
@@ -736,7 +737,7 @@ func (e *twEnv) testSentinelsPaused(t *testing.T) {
 	if err := e.failover(ctx, shard, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := harness.Poll(ctx, replica.Name()+" promoted", func(ctx context.Context) error {
+	if err := sandbox.Poll(ctx, replica.Name()+" promoted", func(ctx context.Context) error {
 		role, err := replica.Role(ctx)
 		if err != nil || role != "master" {
 			return fmt.Errorf("role %q, %v", role, err)
@@ -820,7 +821,7 @@ func (e *twEnv) testLinksCut(t *testing.T) {
 // names addr.
 func (e *twEnv) waitServer(t *testing.T, name, addr string) {
 	t.Helper()
-	err := harness.Poll(e.ctx, "the file to name "+addr+" for "+name, func(context.Context) error {
+	err := sandbox.Poll(e.ctx, "the file to name "+addr+" for "+name, func(context.Context) error {
 		b, err := os.ReadFile(e.main.file)
 		if err != nil {
 			return err
@@ -844,7 +845,7 @@ func (e *twEnv) waitServer(t *testing.T, name, addr string) {
 }
 
 // replicaOf returns the node of shard that is not master.
-func (e *twEnv) replicaOf(t *testing.T, shard *harness.Shard, master string) *harness.Redis {
+func (e *twEnv) replicaOf(t *testing.T, shard *sandbox.Shard, master string) *sandbox.Redis {
 	t.Helper()
 	for _, n := range shard.Nodes() {
 		if n.Addr() != master {
@@ -857,8 +858,8 @@ func (e *twEnv) replicaOf(t *testing.T, shard *harness.Shard, master string) *ha
 
 // failover asks Sentinel i for a failover of shard, retrying while it has no
 // good replica yet (one that came back a moment ago).
-func (e *twEnv) failover(ctx context.Context, shard *harness.Shard, i int) error {
-	return harness.Poll(ctx, "SENTINEL FAILOVER "+shard.Name, func(ctx context.Context) error {
+func (e *twEnv) failover(ctx context.Context, shard *sandbox.Shard, i int) error {
+	return sandbox.Poll(ctx, "SENTINEL FAILOVER "+shard.Name, func(ctx context.Context) error {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return shard.Sentinels[i].Client().Failover(qctx, shard.Name).Err()
@@ -893,7 +894,7 @@ func (e *twEnv) testBurst(t *testing.T) {
 		}
 		want[n] = addr
 	}
-	if err := harness.Poll(ctx, "both switches applied", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "both switches applied", func(context.Context) error {
 		pools, err := twemproxy.Pools([]byte(e.read(t, e.main)))
 		if err != nil {
 			return err
@@ -932,7 +933,7 @@ func (e *twEnv) testRejected(t *testing.T) {
 	os.Setenv("TW_HASH", "sha1") // restored by t.Setenv's cleanup
 	oldAddr := e.truth("shard-a")
 	e.failoverAndWait(t, e.shards["shard-a"], oldAddr)
-	if err := harness.Poll(ctx, "the rejection", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "the rejection", func(context.Context) error {
 		st := p.runner.Status()
 		if !strings.Contains(st.LastError, "nutcracker --test-conf rejected") {
 			return fmt.Errorf("last error %q", st.LastError)
@@ -971,7 +972,7 @@ func (e *twEnv) testRejected(t *testing.T) {
 
 	os.Setenv("TW_HASH", "fnv1a_64")
 	newAddr := ""
-	if err := harness.Poll(ctx, "recovery", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "recovery", func(context.Context) error {
 		newAddr = e.truth("shard-a")
 		if newAddr == oldAddr || !strings.Contains(e.read(t, p), twServer(newAddr)+":1 shard-a") {
 			return errors.New("not yet")
@@ -1006,7 +1007,7 @@ func (e *twEnv) testNutcrackerDies(t *testing.T) {
 			back = time.Since(killed)
 		}
 	}
-	if err := harness.Poll(e.ctx, "a new child in the status", func(context.Context) error {
+	if err := sandbox.Poll(e.ctx, "a new child in the status", func(context.Context) error {
 		if st := e.main.runner.Status(); st.PID == 0 || st.PID == pid {
 			return fmt.Errorf("pid %d", st.PID)
 		}
@@ -1050,7 +1051,7 @@ func TestTwemproxyHelperAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = mon.Run(ctx) }()
-	if err := harness.Poll(ctx, "truth", func(context.Context) error {
+	if err := sandbox.Poll(ctx, "truth", func(context.Context) error {
 		m := mon.Masters()
 		if !m["shard-a"].Known() || !m["shard-b"].Known() {
 			return errors.New("no truth yet")
@@ -1109,8 +1110,8 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 		Sentinels: e.sentinels(), ConfigFile: file, Nutcracker: e.nc,
 		Argv: []string{e.nc, "-c", file, "-s", strconv.Itoa(ports[2]), "-a", ip, "-o", filepath.Join(dir, "nutcracker.log")},
 	})
-	start := func(name string, env ...string) *harness.Process {
-		p, err := e.c.Start(harness.ProcessSpec{
+	start := func(name string, env ...string) *sandbox.Process {
+		p, err := e.c.Start(sandbox.ProcessSpec{
 			Name: name, Argv: []string{os.Args[0], "-test.run=^TestTwemproxyHelperAgent$", "-test.v"},
 			Env: append([]string{twHelperEnv + "=" + string(cfg)}, env...),
 		})
@@ -1119,7 +1120,7 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 		}
 		return p
 	}
-	waitKilled := func(p *harness.Process) {
+	waitKilled := func(p *sandbox.Process) {
 		t.Helper()
 		select {
 		case <-p.Exited():
@@ -1159,14 +1160,14 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 	}
 	// The next agent starts nutcracker on the new file and cleans up.
 	p3 := start("agent-3")
-	if err := harness.Poll(e.ctx, "helper proxy serving", func(ctx context.Context) error {
+	if err := sandbox.Poll(e.ctx, "helper proxy serving", func(ctx context.Context) error {
 		_, err := twDo(ctx, alpha, "PING")
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	check("a clean start", string(want.Desired))
-	if err := harness.Poll(e.ctx, "the pending-restart marker removed", func(context.Context) error {
+	if err := sandbox.Poll(e.ctx, "the pending-restart marker removed", func(context.Context) error {
 		if _, err := os.Stat(marker); !os.IsNotExist(err) {
 			return fmt.Errorf("still there (%v)", err)
 		}
@@ -1185,7 +1186,7 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 	if err := p3.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := harness.Poll(e.ctx, "helper's nutcracker gone", func(ctx context.Context) error {
+	if err := sandbox.Poll(e.ctx, "helper's nutcracker gone", func(ctx context.Context) error {
 		if _, err := twDo(ctx, alpha, "PING"); err == nil {
 			return errors.New("still answering")
 		}

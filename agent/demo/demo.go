@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // Options configure the demo.
@@ -33,9 +33,9 @@ type Options struct {
 
 // Stack is the running demo.
 type Stack struct {
-	Consul    *harness.Consul
-	Shard     *harness.Shard
-	Agents    []*harness.Process
+	Consul    *sandbox.Consul
+	Shard     *sandbox.Shard
+	Agents    []*sandbox.Process
 	Dashboard string // http://host:port/
 	Proxy     string // host:port of the twemproxy pool
 }
@@ -52,10 +52,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		dir = d
 		defer os.RemoveAll(dir)
 	}
-	if err := harness.CheckBinaries(); err != nil {
+	if err := sandbox.CheckBinaries(); err != nil {
 		return err
 	}
-	c, err := harness.New(harness.Options{Dir: dir, StartTimeout: 60 * time.Second})
+	c, err := sandbox.New(sandbox.Options{Dir: dir, StartTimeout: 60 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -67,11 +67,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}()
 
 	fmt.Fprintln(o.Out, "starting Consul, 3 Redis, 3 Sentinels ...")
-	consul, err := c.StartConsul(harness.ConsulOptions{Name: "consul-demo"})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-demo"})
 	if err != nil {
 		return err
 	}
-	shard, err := c.StartShard(harness.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2, DownAfter: 2 * time.Second, FailoverTimeout: 6 * time.Second})
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2, Sentinels: 3, Quorum: 2, DownAfter: 2 * time.Second, FailoverTimeout: 6 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ main:
 	if err := os.WriteFile(ncfg, []byte(pool), 0o644); err != nil {
 		return fmt.Errorf("write nutcracker config: %w", err)
 	}
-	nut, err := harness.Binary("nutcracker")
+	nut, err := sandbox.Binary("nutcracker")
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ main:
 }
 
 // startAgent starts the agent binary for one demo host.
-func startAgent(c *harness.Cluster, bin, name, ip string, cfg map[string]any) (*harness.Process, string, error) {
+func startAgent(c *sandbox.Cluster, bin, name, ip string, cfg map[string]any) (*sandbox.Process, string, error) {
 	a, err := c.StartAgent(bin, name, ip, cfg)
 	if err != nil {
 		return nil, "", err

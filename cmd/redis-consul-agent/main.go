@@ -49,7 +49,6 @@ func newApp() *cli.App {
 			renderCommand(),
 			statusCommand(),
 			demoCommand(),
-			benchCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version, commit and Go version",

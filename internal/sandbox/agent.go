@@ -1,13 +1,11 @@
-package harness
+package sandbox
 
 import (
 	"context"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
@@ -36,7 +34,7 @@ func (a *Agent) Reload() error { return a.signal(syscall.SIGHUP) }
 
 // StartAgent writes cfg (the agent's YAML as a map; http.address is set
 // here, on ip) and starts bin with `agent --config`, ready once /healthz
-// answers. bin empty means AgentBinary().
+// answers. bin empty means Options.AgentBin.
 func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, error) {
 	return c.StartAgentEnv(bin, name, ip, cfg, nil)
 }
@@ -45,11 +43,10 @@ func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, 
 // environment, e.g. CONSUL_HTTP_TOKEN.
 func (c *Cluster) StartAgentEnv(bin, name, ip string, cfg map[string]any, env []string) (*Agent, error) {
 	if bin == "" {
-		b, err := AgentBinary()
-		if err != nil {
-			return nil, err
-		}
-		bin = b
+		bin = c.opts.AgentBin
+	}
+	if bin == "" {
+		return nil, fmt.Errorf("start agent %s: no agent binary (Options.AgentBin)", name)
 	}
 	port, err := c.FreePort(ip)
 	if err != nil {
@@ -98,37 +95,4 @@ func HTTPOK(ctx context.Context, url string) error {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return nil
-}
-
-var agentBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// AgentBinary returns the redis-consul-agent binary the tests run:
-// RCA_AGENT_BIN (make sets it to the freshly built bin/), or else one built
-// once per test binary from this module.
-func AgentBinary() (string, error) {
-	if p := os.Getenv("RCA_AGENT_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("RCA_AGENT_BIN: %w", err)
-		}
-		return p, nil
-	}
-	agentBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "rca-agent-bin-")
-		if err != nil {
-			agentBuild.err = err
-			return
-		}
-		out := filepath.Join(dir, "redis-consul-agent")
-		cmd := exec.Command("go", "build", "-o", out, "github.com/seed42ef8afe/redis-consul-agent/cmd/redis-consul-agent")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			agentBuild.err = fmt.Errorf("build agent: %v\n%s", err, b)
-			return
-		}
-		agentBuild.path = out
-	})
-	return agentBuild.path, agentBuild.err
 }

@@ -34,7 +34,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // Figure names for Options.Only.
@@ -53,7 +53,7 @@ var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, F
 // Options configure a benchmark run. Zero values take the defaults of a full
 // run, or of the short run when Short is set.
 type Options struct {
-	// Agent is the redis-consul-agent binary; empty: harness.AgentBinary.
+	// Agent is the redis-consul-agent binary the stack runs (required).
 	Agent string
 	// Dir holds every process's files; empty: a new directory on tmpfs
 	// (/dev/shm) when there is one, else in the temp dir; removed after the
@@ -255,17 +255,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if err := harness.CheckBinaries(); err != nil {
+	if err := sandbox.CheckBinaries(); err != nil {
 		return nil, err
 	}
 	if o.Agent == "" {
-		bin, err := harness.AgentBinary()
-		if err != nil {
-			return nil, err
-		}
-		o.Agent = bin
+		return nil, errors.New("no agent binary given (Options.Agent; rca-bench --agent)")
 	}
-	nut, err := harness.Binary("nutcracker")
+	nut, err := sandbox.Binary("nutcracker")
 	if err != nil {
 		return nil, err
 	}
@@ -282,14 +278,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Date: time.Now().UTC(), Command: o.Command, Short: o.Short, Machine: machine(o.Agent)}
 	rep.Machine.Dirs = fmt.Sprintf("processes in %s (%s), twemproxy configs in %s (%s)", dir.path, fsType(dir.path), proxyDir.path, fsType(proxyDir.path))
 	began := time.Now()
-	c, err := harness.New(harness.Options{Dir: dir.path, StartTimeout: 90 * time.Second})
+	c, err := sandbox.New(sandbox.Options{Dir: dir.path, StartTimeout: 90 * time.Second})
 	if err != nil {
 		return nil, err
 	}
 	e := &env{o: o, c: c, proxyRoot: proxyDir.path, agentBin: o.Agent, nut: nut, began: began}
 	defer e.close()
 	e.logf("bench: figures %v; %s", orAll(o.Only), rep.Machine.Dirs)
-	if e.consul, err = c.StartConsul(harness.ConsulOptions{Name: "consul-bench"}); err != nil {
+	if e.consul, err = c.StartConsul(sandbox.ConsulOptions{Name: "consul-bench"}); err != nil {
 		return nil, err
 	}
 
@@ -718,7 +714,7 @@ func machine(agent string) Machine {
 		m.MemGiB = (kb + 512*1024) / (1024 * 1024)
 	}
 	first := func(bin string, args ...string) string {
-		path, err := harness.Binary(bin)
+		path, err := sandbox.Binary(bin)
 		if err != nil {
 			return bin + " ?"
 		}

@@ -13,17 +13,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // env is what every scenario shares: the harness cluster, one Consul, the
 // binaries, and what must be cleaned up.
 type env struct {
 	o Options
-	c *harness.Cluster
+	c *sandbox.Cluster
 	// proxyRoot holds the twemproxy hosts' config files (see Options.ProxyDir).
 	proxyRoot string
-	consul    *harness.Consul
+	consul    *sandbox.Consul
 	agentBin  string
 	nut       string
 	began     time.Time
@@ -99,7 +99,7 @@ func (e *env) client(addr string) *redis.Client {
 	}
 	cl := e.clients[addr]
 	if cl == nil {
-		cl = harness.NewClient(addr, "")
+		cl = sandbox.NewClient(addr, "")
 		e.clients[addr] = cl
 	}
 	return cl
@@ -123,7 +123,7 @@ func (e *env) track(d *daemonProxy) {
 
 // agentProc is a running agent behind its own counting Consul proxy.
 type agentProc struct {
-	*harness.Agent
+	*sandbox.Agent
 	counter *consulCounter
 	started time.Time
 }
@@ -158,7 +158,7 @@ func (e *env) startAgent(name, ip string, cfg map[string]any) (*agentProc, error
 // sentinelDebug changes Sentinel's internal periods (SENTINEL DEBUG, Redis
 // 7): the benchmark shortens the INFO and hello periods so a shard settles
 // in seconds between runs. Neither is on the path it measures.
-func (e *env) sentinelDebug(ctx context.Context, sentinels []*harness.Sentinel, kv ...string) error {
+func (e *env) sentinelDebug(ctx context.Context, sentinels []*sandbox.Sentinel, kv ...string) error {
 	args := []any{"SENTINEL", "DEBUG"}
 	for _, s := range kv {
 		args = append(args, s)
@@ -174,7 +174,7 @@ func (e *env) sentinelDebug(ctx context.Context, sentinels []*harness.Sentinel, 
 // failover asks Sentinel s for a failover of name, retrying while Sentinel
 // is not ready for another one (a failover in progress, or no replica it
 // trusts yet).
-func (e *env) failover(ctx context.Context, s *harness.Sentinel, name string) error {
+func (e *env) failover(ctx context.Context, s *sandbox.Sentinel, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
@@ -197,7 +197,7 @@ func (e *env) failover(ctx context.Context, s *harness.Sentinel, name string) er
 // settled checks that a shard is at rest with master: every Sentinel names
 // it and is not failing over, sees every other node as a linked replica of
 // it, and every other node says so itself.
-func (e *env) settled(ctx context.Context, name string, sentinels []*harness.Sentinel, nodes []string, master string) error {
+func (e *env) settled(ctx context.Context, name string, sentinels []*sandbox.Sentinel, nodes []string, master string) error {
 	for _, s := range sentinels {
 		cl := e.client(s.Addr())
 		hp, err := cl.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name).StringSlice()
@@ -253,10 +253,10 @@ func (e *env) settled(ctx context.Context, name string, sentinels []*harness.Sen
 }
 
 // waitSettled polls settled until it holds or timeout passes.
-func (e *env) waitSettled(ctx context.Context, name string, sentinels []*harness.Sentinel, nodes []string, master string, timeout time.Duration) error {
+func (e *env) waitSettled(ctx context.Context, name string, sentinels []*sandbox.Sentinel, nodes []string, master string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return harness.Poll(ctx, name+" to settle on "+master, func(ctx context.Context) error {
+	return sandbox.Poll(ctx, name+" to settle on "+master, func(ctx context.Context) error {
 		qctx, qcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer qcancel()
 		return e.settled(qctx, name, sentinels, nodes, master)

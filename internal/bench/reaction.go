@@ -12,7 +12,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // Who follows a reaction shard's failovers with a twemproxy.
@@ -26,7 +26,7 @@ const (
 // agent each, and a twemproxy pool that follows it.
 type rxShard struct {
 	kind    string
-	shard   *harness.Shard
+	shard   *sandbox.Shard
 	service string // Consul service of its Redis: master.<service>.service.consul
 	agents  []*agentProc
 	pool    string // the twemproxy pool's listen address
@@ -53,7 +53,7 @@ type rxShard struct {
 // three are measured the same way, interleaved, in the same run.
 type reactionStack struct {
 	e          *env
-	sentinels  []*harness.Sentinel
+	sentinels  []*sandbox.Sentinel
 	shards     []*rxShard
 	proxyAgent *agentProc
 	base       *baseline
@@ -91,7 +91,7 @@ func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
 		return nil, err
 	}
 	e.logf("reaction: starting 3 Sentinels and 3 shards of 3 Redis")
-	if rs.sentinels, err = e.c.StartSentinels(3, harness.SentinelOptions{DownAfter: time.Second, FailoverTimeout: 3 * time.Second}); err != nil {
+	if rs.sentinels, err = e.c.StartSentinels(3, sandbox.SentinelOptions{DownAfter: time.Second, FailoverTimeout: 3 * time.Second}); err != nil {
 		return nil, err
 	}
 	if err := e.sentinelDebug(ctx, rs.sentinels, "info-period", "1000", "publish-period", "500"); err != nil {
@@ -99,7 +99,7 @@ func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
 	}
 	services := map[string]string{kindSupervise: "redis", kindBaseline: "redis-base", kindCommand: "redis-cmd"}
 	for _, kind := range []string{kindSupervise, kindBaseline, kindCommand} {
-		sh, err := e.c.StartShard(harness.ShardOptions{Name: "rx-" + kind, Replicas: 2, Use: rs.sentinels})
+		sh, err := e.c.StartShard(sandbox.ShardOptions{Name: "rx-" + kind, Replicas: 2, Use: rs.sentinels})
 		if err != nil {
 			return nil, err
 		}
@@ -224,7 +224,7 @@ func (rs *reactionStack) waitServing(ctx context.Context, sh *rxShard, timeout t
 	defer cancel()
 	r := resolverFor(rs.e.consul.DNSAddr())
 	name := "master." + sh.service + ".service.consul"
-	if err := harness.Poll(ctx, name+" to answer "+sh.master, func(ctx context.Context) error {
+	if err := sandbox.Poll(ctx, name+" to answer "+sh.master, func(ctx context.Context) error {
 		ips, err := lookupA(ctx, r, name)
 		if err != nil {
 			return err
@@ -236,7 +236,7 @@ func (rs *reactionStack) waitServing(ctx context.Context, sh *rxShard, timeout t
 	}); err != nil {
 		return err
 	}
-	return harness.Poll(ctx, "a write through "+sh.pool+" to land on "+sh.master, func(ctx context.Context) error {
+	return sandbox.Poll(ctx, "a write through "+sh.pool+" to land on "+sh.master, func(ctx context.Context) error {
 		key := fmt.Sprintf("ready:%s:%d", sh.kind, time.Now().UnixNano())
 		c, err := dialRESP(ctx, sh.pool, 200*time.Millisecond)
 		if err != nil {
@@ -430,7 +430,7 @@ func (rs *reactionStack) failover(ctx context.Context, sh *rxShard, run int) err
 func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 	e := rs.e
 	old := sh.master
-	var node *harness.Redis
+	var node *sandbox.Redis
 	for _, n := range sh.shard.Nodes() {
 		if n.Addr() == old {
 			node = n
@@ -465,7 +465,7 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 		<-done
 		<-done
 	}
-	if err := harness.Poll(wctx, "both clients writing", func(context.Context) error {
+	if err := sandbox.Poll(wctx, "both clients writing", func(context.Context) error {
 		if !tw.recentOK(20*time.Millisecond) || !dwr.recentOK(20*time.Millisecond) {
 			return fmt.Errorf("not writing yet")
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // switchEvent is one +switch-master as the benchmark received it.
@@ -38,7 +38,7 @@ type switchWatch struct {
 	wg     sync.WaitGroup
 }
 
-func watchSwitches(ctx context.Context, sentinels []*harness.Sentinel) (*switchWatch, error) {
+func watchSwitches(ctx context.Context, sentinels []*sandbox.Sentinel) (*switchWatch, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &switchWatch{wake: make(chan struct{}), stop: cancel}
 	ready := make(chan error, len(sentinels))

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // idleResult is figure 5 for one agent size.
@@ -26,8 +26,8 @@ type idleResult struct {
 // as its local instances, with default timings.
 type idleStack struct {
 	e         *env
-	sentinels []*harness.Sentinel
-	nodes     []*harness.Redis // master, replica, master, replica, ...
+	sentinels []*sandbox.Sentinel
+	nodes     []*sandbox.Redis // master, replica, master, replica, ...
 	shardOf   map[string]string
 	results   []*idleResult
 }
@@ -37,7 +37,7 @@ func startIdle(ctx context.Context, e *env, maxSize int) (*idleStack, error) {
 	shards := (maxSize + 1) / 2
 	e.logf("idle: starting 3 Sentinels and %d shards of a master and a replica", shards)
 	var err error
-	if st.sentinels, err = e.c.StartSentinels(3, harness.SentinelOptions{DownAfter: 5 * time.Second, FailoverTimeout: 10 * time.Second}); err != nil {
+	if st.sentinels, err = e.c.StartSentinels(3, sandbox.SentinelOptions{DownAfter: 5 * time.Second, FailoverTimeout: 10 * time.Second}); err != nil {
 		return nil, err
 	}
 	// Hello messages every 500ms only to discover the Sentinels quickly;
@@ -45,9 +45,9 @@ func startIdle(ctx context.Context, e *env, maxSize int) (*idleStack, error) {
 	if err := e.sentinelDebug(ctx, st.sentinels, "publish-period", "500"); err != nil {
 		return nil, err
 	}
-	all := make([]*harness.Shard, shards)
+	all := make([]*sandbox.Shard, shards)
 	if err := parallel(shards, 8, func(i int) error {
-		sh, err := e.c.StartShard(harness.ShardOptions{Name: fmt.Sprintf("idle%02d", i), Replicas: 1, Use: st.sentinels})
+		sh, err := e.c.StartShard(sandbox.ShardOptions{Name: fmt.Sprintf("idle%02d", i), Replicas: 1, Use: st.sentinels})
 		all[i] = sh
 		return err
 	}); err != nil {
@@ -96,7 +96,7 @@ func (st *idleStack) measure(ctx context.Context, size int, warmup, d time.Durat
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := harness.Poll(wctx, fmt.Sprintf("%d services of %s passing", size, name), func(ctx context.Context) error {
+	if err := sandbox.Poll(wctx, fmt.Sprintf("%d services of %s passing", size, name), func(ctx context.Context) error {
 		checks, _, err := client.Health().State(api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err

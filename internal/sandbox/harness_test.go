@@ -1,4 +1,4 @@
-package harness
+package sandbox
 
 import (
 	"context"
@@ -156,7 +156,7 @@ func TestAllocatorNeverRepeats(t *testing.T) {
 	l.Close()
 }
 
-// newTestCluster is ForTest without the binary check, for tests that run only
+// newTestCluster is a Cluster for one test without the binary check, for tests that run only
 // shell tools.
 func newTestCluster(t *testing.T) *Cluster {
 	c, err := New(Options{Dir: t.TempDir(), StartTimeout: 5 * time.Second, StopTimeout: 2 * time.Second})

@@ -1,3 +1,6 @@
+// Command rca-bench measures the figures of docs/BENCHMARKS.md against real
+// Consul, Redis, Sentinel and nutcracker on loopback, running the agent binary
+// it is given. It is a developer's tool, kept out of the daemon's binary.
 package main
 
 import (
@@ -5,22 +8,24 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/bench"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/bench"
 )
 
-func benchCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "bench",
-		Usage: "measure the DESIGN.md §11 figures against real Consul, Redis, Sentinel and nutcracker on loopback",
+func main() {
+	app := &cli.App{
+		Name:  "rca-bench",
+		Usage: "measure the docs/BENCHMARKS.md figures against real Consul, Redis, Sentinel and nutcracker on loopback",
 		Description: "Starts the components through the integration harness, runs the scenarios and prints a table of\n" +
 			"medians and spread. It reports; it never fails because a figure misses its target.\n" +
 			"Figures: " + strings.Join(bench.Figures, ", ") + ".",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "agent", Value: "bin/redis-consul-agent", Usage: "the redis-consul-agent `BINARY` the stack runs"},
 			&cli.IntFlag{Name: "failovers", Usage: "measured failovers per twemproxy kind (default 20, short 3)"},
 			&cli.IntFlag{Name: "kills", Usage: "kill -9 runs for the outage figure (default 10, short 1)"},
 			&cli.IntFlag{Name: "storm-masters", Usage: "masters in the storm (default 200, short 20)"},
@@ -35,15 +40,18 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(c *cli.Context) error {
-			self, err := os.Executable()
+			agent, err := filepath.Abs(c.String("agent"))
 			if err != nil {
-				return fmt.Errorf("find own binary: %w", err)
+				return fmt.Errorf("agent binary: %w", err)
+			}
+			if _, err := os.Stat(agent); err != nil {
+				return fmt.Errorf("agent binary (--agent; make build makes bin/redis-consul-agent): %w", err)
 			}
 			o := bench.Options{
-				Agent: self, Dir: c.String("dir"), ProxyDir: c.String("proxy-dir"), Short: c.Bool("short"),
+				Agent: agent, Dir: c.String("dir"), ProxyDir: c.String("proxy-dir"), Short: c.Bool("short"),
 				Failovers: c.Int("failovers"), Kills: c.Int("kills"),
 				StormMasters: c.Int("storm-masters"), StormBursts: c.Int("storm-bursts"), IdleFor: c.Duration("idle-for"),
-				Command: "redis-consul-agent " + strings.Join(os.Args[1:], " "),
+				Command: "rca-bench " + strings.Join(os.Args[1:], " "),
 			}
 			if s := c.String("only"); s != "" {
 				for _, f := range strings.Split(s, ",") {
@@ -72,9 +80,13 @@ func benchCommand() *cli.Command {
 				}
 			}
 			if err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("bench: %w", err)}
+				return fmt.Errorf("bench: %w", err)
 			}
 			return nil
 		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "rca-bench:", err)
+		os.Exit(1)
 	}
 }

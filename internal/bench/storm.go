@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
 // stormStack is figure 4: three Sentinels watching many masters (each with
@@ -28,8 +28,8 @@ import (
 //     switch within 100 ms" of DESIGN.md §11; its clock starts at the resume.
 type stormStack struct {
 	e         *env
-	sentinels []*harness.Sentinel
-	shards    []*harness.Shard
+	sentinels []*sandbox.Sentinel
+	shards    []*sandbox.Shard
 	masters   []string // current master per shard
 	watch     *switchWatch
 	proxies   []*stormProxy // natural, at once
@@ -54,16 +54,16 @@ func startStorm(ctx context.Context, e *env, n int) (*stormStack, error) {
 	e.logf("storm: starting 3 Sentinels, %d masters and %d replicas", n, n)
 	// The failovers are forced: a long down-after keeps 2n instances on a
 	// loaded machine from going subjectively down on their own.
-	if st.sentinels, err = e.c.StartSentinels(3, harness.SentinelOptions{DownAfter: 30 * time.Second, FailoverTimeout: 5 * time.Second}); err != nil {
+	if st.sentinels, err = e.c.StartSentinels(3, sandbox.SentinelOptions{DownAfter: 30 * time.Second, FailoverTimeout: 5 * time.Second}); err != nil {
 		return nil, err
 	}
 	// Fast hello and INFO while 2n instances are discovered.
 	if err := e.sentinelDebug(ctx, st.sentinels, "info-period", "1000", "publish-period", "500"); err != nil {
 		return nil, err
 	}
-	st.shards = make([]*harness.Shard, n)
+	st.shards = make([]*sandbox.Shard, n)
 	if err := parallel(n, 8, func(i int) error {
-		sh, err := e.c.StartShard(harness.ShardOptions{Name: fmt.Sprintf("st%03d", i), Replicas: 1, Use: st.sentinels})
+		sh, err := e.c.StartShard(sandbox.ShardOptions{Name: fmt.Sprintf("st%03d", i), Replicas: 1, Use: st.sentinels})
 		st.shards[i] = sh
 		return err
 	}); err != nil {
@@ -100,7 +100,7 @@ func startStorm(ctx context.Context, e *env, n int) (*stormStack, error) {
 	tctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
 	for _, sp := range st.proxies {
-		if err := harness.Poll(tctx, "every pool of "+sp.name+" to serve its master", func(ctx context.Context) error {
+		if err := sandbox.Poll(tctx, "every pool of "+sp.name+" to serve its master", func(ctx context.Context) error {
 			return parallel(n, 16, func(i int) error { return st.landsOn(ctx, sp, i, st.masters[i], "ready") })
 		}); err != nil {
 			return nil, err
