@@ -19,7 +19,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // fakeTruth is a TruthSource the test sets by hand.

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // MonitorOptions configure a Monitor. Zero timings take the defaults.

@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // Service is the definition of one service this agent registers. Everything

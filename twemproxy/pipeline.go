@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // runResult is what one pipeline run reports to the loop.

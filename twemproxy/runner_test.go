@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // runnerEnv is a Runner wired to fakes, with a real nutcracker validating.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // The view model: what the dashboard template and the terminal table show,

@@ -7,7 +7,7 @@ package status
 import (
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // Snapshot is what this agent knows and does, at /v1/status.

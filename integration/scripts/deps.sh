@@ -21,6 +21,8 @@ declare -A PKG=(
   [dig]=dnsutils
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [haproxy]=haproxy
+  [promtool]=prometheus
 )
 missing=()
 for cmd in "${!PKG[@]}"; do
