@@ -51,7 +51,7 @@ if ((${#missing[@]})); then
   [ "$created_policy" = 1 ] && rm -f "$policy"
   # A package may still have started a daemon; stop only those on default ports
   # that belong to the packaged services.
-  for svc in redis-server redis-sentinel nutcracker; do
+  for svc in redis-server redis-sentinel nutcracker haproxy prometheus; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 fi
