@@ -1,0 +1,43 @@
+package consulname
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestServiceID(t *testing.T) {
+	for in, want := range map[[2]string]string{
+		{"redis", "10.0.0.5:6379"}:        "redis-10.0.0.5-6379",
+		{"redis", "[::1]:6379"}:           "redis---1-6379",
+		{"redis-sentinel", "host:26379"}:  "redis-sentinel-host-26379",
+		{"redis-consul-agent", "cache-1"}: "redis-consul-agent-cache-1",
+	} {
+		if got := ServiceID(in[0], in[1]); got != want {
+			t.Errorf("ServiceID(%q, %q) = %q, want %q", in[0], in[1], got, want)
+		}
+	}
+	if got := PoolID(Twemproxy, "node/1", "main pool"); got != "twemproxy-node-1-main-pool" {
+		t.Errorf("PoolID = %q", got)
+	}
+}
+
+func TestDNSLabel(t *testing.T) {
+	for in, want := range map[string]string{"MyMaster": "mymaster", "a_b.c": "a-b-c", "--x--": "x", "": "x"} {
+		if got := DNSLabel(in); got != want {
+			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+	long := DNSLabel(string(make([]byte, 80)) + "abc")
+	if len(long) > 55 {
+		t.Errorf("label of %d bytes", len(long))
+	}
+}
+
+func TestRoleTags(t *testing.T) {
+	if got := RoleTags(RoleMaster, "Shard_A"); !slices.Equal(got, []string{"master", "shard-a-master"}) {
+		t.Errorf("RoleTags = %v", got)
+	}
+	if got := RoleTags(RoleUnknown, "a"); got != nil {
+		t.Errorf("unknown role has tags %v", got)
+	}
+}
