@@ -45,7 +45,7 @@ func Render(ctx context.Context, c *config.Config, logger hclog.Logger) ([]Rende
 	for _, t := range c.Twemproxy {
 		o := ProxyOptions(t, c)
 		o.Masters = masterSource{a.monitor}
-		o.Logger, o.Metrics, o.Journal = logger, telemetry.NewTestMetrics(), telemetry.NewJournal(10)
+		o.Logger, o.Metrics, o.Journal = logger, telemetry.Discard(), telemetry.NewJournal(10)
 		r, err := twemproxy.New(o)
 		if err != nil {
 			return nil, fmt.Errorf("twemproxy %s: %w", t.Name, err)

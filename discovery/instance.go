@@ -163,7 +163,7 @@ func NewInstance(o InstanceOptions) (*Instance, error) {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.Metrics == nil {
-		o.Metrics = telemetry.NewTestMetrics()
+		o.Metrics = telemetry.Discard()
 	}
 	id := ServiceID(o.Service, o.Announce)
 	i := &Instance{

@@ -87,7 +87,7 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	truth := &fakeTruth{}
 	truth.set(Master{Name: "shard_a", Addr: node.addr, Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3})
 	reg := &fakeRegistry{}
-	journal, metrics := telemetry.NewJournal(50), telemetry.NewTestMetrics()
+	journal, metrics := telemetry.NewJournal(50), telemetry.Discard()
 	inst, err := NewInstance(InstanceOptions{
 		Address: node.addr, MasterName: "shard_a", Tick: time.Hour, Timeout: 200 * time.Millisecond,
 		Truth: truth, Registry: reg, Journal: journal, Metrics: metrics,

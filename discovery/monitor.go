@@ -90,7 +90,7 @@ func (o *MonitorOptions) setDefaults() {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.Metrics == nil {
-		o.Metrics = telemetry.NewTestMetrics()
+		o.Metrics = telemetry.Discard()
 	}
 }
 

@@ -29,7 +29,7 @@ type monEnv struct {
 func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string) *monEnv {
 	t.Helper()
 	e := &monEnv{t: t, a: newFakeNode(t), b: newFakeNode(t), c: newFakeNode(t),
-		metrics: telemetry.NewTestMetrics(), journal: telemetry.NewJournal(100)}
+		metrics: telemetry.Discard(), journal: telemetry.NewJournal(100)}
 	e.a.setRole("master", int64(10), []any{})
 	for _, n := range []*fakeNode{e.b, e.c} {
 		host, port, _ := net.SplitHostPort(e.a.addr)

@@ -107,7 +107,7 @@ func (o *RegistrarOptions) setDefaults() {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.Metrics == nil {
-		o.Metrics = telemetry.NewTestMetrics()
+		o.Metrics = telemetry.Discard()
 	}
 }
 

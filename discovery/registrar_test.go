@@ -212,7 +212,7 @@ func newTestRegistrar(t *testing.T, addr, token string) *Registrar {
 	r, err := NewRegistrar(RegistrarOptions{
 		Client: c, TTL: 3 * time.Second, ResyncInterval: 50 * time.Millisecond,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		Metrics: telemetry.NewTestMetrics(), Journal: telemetry.NewJournal(100),
+		Metrics: telemetry.Discard(), Journal: telemetry.NewJournal(100),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +483,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	newReg := func() *Registrar {
 		r, err := NewRegistrar(RegistrarOptions{
 			Client: c, TTL: 3 * time.Second, StatusTTL: time.Minute, Heartbeat: hb,
-			Metrics: telemetry.NewTestMetrics(), Journal: telemetry.NewJournal(100),
+			Metrics: telemetry.Discard(), Journal: telemetry.NewJournal(100),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -221,7 +221,7 @@ func (e *discEnv) start(o discOptions) {
 		logger := hclog.New(&hclog.LoggerOptions{
 			Name: fmt.Sprintf("agent-%d", i), Level: hclog.Debug, Output: e.log, TimeFormat: "15:04:05.000000",
 		})
-		a := &discAgent{redis: r, journal: telemetry.NewJournal(200), metrics: telemetry.NewTestMetrics()}
+		a := &discAgent{redis: r, journal: telemetry.NewJournal(200), metrics: telemetry.Discard()}
 		a.local = e.startLocalConsul()
 		local := e.consulClient(a.local)
 		mo := discovery.MonitorOptions{

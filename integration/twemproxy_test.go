@@ -183,7 +183,7 @@ func newTwEnv(t *testing.T) *twEnv {
 	e := &twEnv{
 		t: t, ctx: ctx, c: c, consul: consul, admin: admin, nc: nc,
 		shards:  map[string]*sandbox.Shard{"shard-a": a, "shard-b": b},
-		journal: telemetry.NewJournal(500), metrics: telemetry.NewTestMetrics(), log: &sandbox.SyncBuffer{},
+		journal: telemetry.NewJournal(500), metrics: telemetry.Discard(), log: &sandbox.SyncBuffer{},
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "agent", Level: hclog.Debug, Output: e.log, TimeFormat: "15:04:05.000000"})
 	// The Monitor reaches the Sentinels through forwarders that the test

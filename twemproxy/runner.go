@@ -224,7 +224,7 @@ func New(o Options) (*Runner, error) {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.Metrics == nil {
-		o.Metrics = telemetry.NewTestMetrics()
+		o.Metrics = telemetry.Discard()
 	}
 	r := &Runner{
 		o:   o,

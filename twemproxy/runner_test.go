@@ -83,7 +83,7 @@ func newRunnerEnv(t *testing.T, config string, masters map[string]string, tweak 
 	e := &runnerEnv{
 		t: t, file: file, src: newFakeSource(masters),
 		proxy: &fakeNutcracker{t: t, file: file}, reg: newFakeRegistry(),
-		metrics: telemetry.NewTestMetrics(), journal: telemetry.NewJournal(100),
+		metrics: telemetry.Discard(), journal: telemetry.NewJournal(100),
 		logs: &syncBuffer{},
 	}
 	o := Options{

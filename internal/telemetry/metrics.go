@@ -136,8 +136,10 @@ func SetOneOf(vec *prometheus.GaugeVec, prefix []string, current string, choices
 	}
 }
 
-// NewTestMetrics returns metrics on a private registry, for tests.
-func NewTestMetrics() *Metrics { return NewMetrics(prometheus.NewRegistry()) }
+// Discard returns metrics registered on a private registry nobody scrapes:
+// for a command that records but exposes nothing (render) and for tests.
+// A component is given its metrics explicitly; none falls back to these.
+func Discard() *Metrics { return NewMetrics(prometheus.NewRegistry()) }
 
 // Pipeline steps and restart results, the label values the twemproxy
 // runner reports.
