@@ -19,7 +19,7 @@ INTEGRATION_TIMEOUT ?= 45m
 # The Docker stack's end-to-end test builds images; give it its own budget.
 COMPOSE_TIMEOUT ?= 20m
 
-.PHONY: deps build test unit integration vet demo clean compose-up compose-down test-compose
+.PHONY: deps build test unit integration vet demo clean compose-up compose-down test-compose chaos bench sizes
 
 ## deps: install redis-server, redis-sentinel, nutcracker, dig and build Consul (cached)
 deps:
@@ -60,6 +60,20 @@ test: deps vet unit integration test-compose
 ## demo: a local stack (Consul, 3 Redis, 3 Sentinels, twemproxy, agents) until Ctrl-C
 demo: deps build
 	./$(BIN) demo
+
+## chaos: a fault campaign against the real stack (CHAOS_DURATION, CHAOS_SEED); exit 1 on any violation
+CHAOS_DURATION ?= 30m
+CHAOS_SEED     ?= 1
+chaos: deps build
+	$(GO) run ./cmd/rca-chaos --agent $(BIN) --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
+
+## bench: the figures of docs/BENCHMARKS.md (BENCH_ARGS, e.g. --short)
+bench: deps build
+	$(GO) run ./cmd/rca-bench --agent $(BIN) $(BENCH_ARGS)
+
+## sizes: the daemon's largest files and functions (what the structure review counts)
+sizes:
+	@sh .ci/sizes.sh
 
 clean:
 	rm -rf bin

@@ -1,0 +1,218 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
+)
+
+// masters asks every Sentinel for each shard's master and returns the ones a
+// strict majority of them name.
+func (cp *campaign) masters(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	for _, sh := range cp.st.shards {
+		m, err := sh.CurrentMaster(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out[sh.Name] = m
+	}
+	return out, nil
+}
+
+// converged reports why the stack does not agree with Sentinel yet, or nil.
+func (cp *campaign) converged(ctx context.Context) error {
+	masters, err := cp.masters(ctx)
+	if err != nil {
+		return err
+	}
+	for shard, m := range masters {
+		if role, err := cp.client(m).Do(ctx, "ROLE").Slice(); err != nil || len(role) == 0 || role[0] != "master" {
+			return fmt.Errorf("%s: %s named by Sentinel is not master yet (%v %v)", shard, m, role, err)
+		}
+		r := cp.st.nodeByIP(strings.Split(m, ":")[0])
+		for _, k := range cp.st.servers {
+			ips, err := k.LookupA(ctx, shardTag(shard)+".redis.service.consul")
+			if err != nil {
+				return err
+			}
+			if len(ips) != 1 || r == nil || ips[0] != r.IP() {
+				return fmt.Errorf("%s: DNS at %s answers %v, Sentinel names %s", shard, k.NodeName(), ips, m)
+			}
+		}
+		b, err := os.ReadFile(cp.st.proxyConf)
+		if err != nil {
+			return err
+		}
+		if got := parseServers(b)[shard]; got != m {
+			return fmt.Errorf("%s: the proxy config names %s, Sentinel %s", shard, got, m)
+		}
+	}
+	cp.w.mu.Lock()
+	missing := len(cp.w.tags) < len(masters)
+	cp.w.mu.Unlock()
+	if missing {
+		cp.findTags(ctx, masters)
+	}
+	for shard, m := range masters {
+		cp.w.mu.Lock()
+		tag := cp.w.tags[shard]
+		cp.w.mu.Unlock()
+		if tag == "" {
+			return fmt.Errorf("%s: no hash tag of the pool routes to it", shard)
+		}
+		key := "{" + tag + "}:converge:" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if _, err := sandbox.Do(ctx, cp.st.poolAddr, "SET", key, "1"); err != nil {
+			return fmt.Errorf("%s: write through the pool: %w", shard, err)
+		}
+		if n, err := cp.client(m).Exists(ctx, key).Result(); err != nil || n != 1 {
+			return fmt.Errorf("%s: a write through the pool did not land on %s", shard, m)
+		}
+	}
+	for _, h := range cp.st.allHosts() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.agent.URL("/healthz"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("agent of %s: %w", h.name, err)
+		}
+		resp.Body.Close()
+	}
+	return nil
+}
+
+// waitConverged waits up to ConvergeWithin for DNS, the proxy and its file
+// to agree with Sentinel.
+func (cp *campaign) waitConverged(ctx context.Context, phase string) error {
+	start := time.Now()
+	deadline := start.Add(cp.o.ConvergeWithin)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		last = cp.converged(cctx)
+		cancel()
+		if last == nil {
+			cp.count("convergence checks", 1)
+			cp.say("converged (%s) in %s", phase, time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond) // a poll interval, not a wait for an outcome
+	}
+	if last == nil {
+		last = ctx.Err()
+	}
+	return fmt.Errorf("no convergence (%s) within %s: %w", phase, cp.o.ConvergeWithin, last)
+}
+
+// checkWrites looks for every acknowledged write on its shard's final master.
+// A write is excused when the node that acknowledged it was killed, frozen
+// or restarted within atRisk after it: Redis replicates asynchronously, so a
+// master that dies may take its last writes with it. The campaign's Redis
+// fsync every write (appendfsync always), so a restart alone loses nothing.
+func (cp *campaign) checkWrites(ctx context.Context) {
+	defer cp.closeClients()
+	masters, err := cp.masters(ctx)
+	if err != nil {
+		cp.violate("writes", "cannot find the final masters: "+err.Error())
+		return
+	}
+	cp.mu.Lock()
+	acks := append([]ack(nil), cp.acks...)
+	cp.mu.Unlock()
+	byShard := map[string][]ack{}
+	for _, a := range acks {
+		byShard[a.shard] = append(byShard[a.shard], a)
+	}
+	lost := map[string]int{}
+	excused := 0
+	for shard, list := range byShard {
+		c := cp.client(masters[shard])
+		for i := 0; i < len(list); i += 500 {
+			chunk := list[i:min(i+500, len(list))]
+			keys := make([]string, len(chunk))
+			for j, a := range chunk {
+				keys[j] = a.key
+			}
+			vals, err := c.MGet(ctx, keys...).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				cp.violate("writes", fmt.Sprintf("read back from %s: %v", masters[shard], err))
+				return
+			}
+			for j, v := range vals {
+				if v != nil {
+					continue
+				}
+				a := chunk[j]
+				node := a.node
+				if a.via == "proxy" {
+					node = cp.proxyServerAt(shard, a.at)
+				}
+				if cp.killedAfter(node, a.at) {
+					excused++
+					continue
+				}
+				lost[a.via]++
+				if lost[a.via] <= 3 {
+					cp.violate("writes", fmt.Sprintf("%s acknowledged via %s at %.3fs by %s is not on the final master %s of %s",
+						a.key, a.via, a.at.Sub(cp.began).Seconds(), node, masters[shard], shard))
+				}
+			}
+		}
+	}
+	cp.count("acknowledged writes checked", len(acks))
+	cp.mu.Lock()
+	cp.lost, cp.excused = lost, excused
+	cp.mu.Unlock()
+	if n := lost["dns"] + lost["proxy"]; n > 3 {
+		cp.say("%d acknowledged writes lost in all (dns %d, proxy %d)", n, lost["dns"], lost["proxy"])
+	}
+}
+
+// atRisk is how long after acknowledging a write a Redis may still lose it
+// when it dies: its replicas are normally a few milliseconds behind.
+const atRisk = time.Second
+
+// killedAfter reports whether the Redis at addr was killed, frozen or
+// restarted within atRisk after t.
+func (cp *campaign) killedAfter(addr string, t time.Time) bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return slices.ContainsFunc(cp.kills[addr], func(k time.Time) bool {
+		return !k.Before(t.Add(-50*time.Millisecond)) && k.Before(t.Add(atRisk))
+	})
+}
+
+// checkLeftovers looks for processes still running from the campaign's
+// directory and, when the campaign made the directory, for the directory.
+func (cp *campaign) checkLeftovers(removedDir bool) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), cp.o.Dir) {
+			cp.violate("leftovers", fmt.Sprintf("process %d still runs: %s", pid, strings.ReplaceAll(string(b), "\x00", " ")))
+		}
+	}
+	cp.count("leftover checks", 1)
+	if removedDir {
+		if _, err := os.Stat(cp.o.Dir); err == nil {
+			cp.violate("leftovers", cp.o.Dir+" is still there")
+		}
+	}
+}

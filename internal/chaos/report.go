@@ -1,0 +1,90 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Violation is one broken invariant, with what happened in the 10 s before.
+type Violation struct {
+	At        time.Duration // since the campaign began
+	Invariant string
+	Detail    string
+	Timeline  []string
+}
+
+// Report is what a campaign found.
+type Report struct {
+	Seed     uint64
+	Duration time.Duration
+	Took     time.Duration
+	Faults   []string // the kinds enabled
+	// Injected counts the faults injected, by kind.
+	Injected map[string]int
+	// Checks counts the invariant checks made, by kind.
+	Checks     map[string]int
+	Violations []Violation
+	// Lost counts acknowledged writes missing at the end, by path (dns,
+	// proxy); Excused those on a Redis killed or frozen after it acknowledged.
+	Lost    map[string]int
+	Excused int
+	// MaxAgentRSS is the largest resident memory seen per agent.
+	MaxAgentRSS map[string]int64
+}
+
+// Total is the number of faults injected.
+func (r *Report) Total() int {
+	n := 0
+	for _, v := range r.Injected {
+		n += v
+	}
+	return n
+}
+
+func (cp *campaign) fill(r *Report) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	r.Took = time.Since(cp.began)
+	r.Injected = maps.Clone(cp.faults)
+	r.Checks = maps.Clone(cp.checks)
+	r.Violations = append([]Violation(nil), cp.violations...)
+	r.Lost = maps.Clone(cp.lost)
+	if r.Lost == nil {
+		r.Lost = map[string]int{}
+	}
+	r.Excused = cp.excused
+	r.MaxAgentRSS = maps.Clone(cp.maxRSS)
+}
+
+// Write prints the report for a person: faults, checks, memory, then each
+// violation with its timeline, and how to reproduce the run.
+func (r *Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "\nchaos campaign: seed %d, faults for %s, took %s\n", r.Seed, r.Duration, r.Took.Round(time.Second))
+	fmt.Fprintf(w, "faults injected: %d\n", r.Total())
+	for _, k := range slices.Sorted(maps.Keys(r.Injected)) {
+		fmt.Fprintf(w, "  %-20s %d\n", k, r.Injected[k])
+	}
+	fmt.Fprintln(w, "invariant checks:")
+	for _, k := range slices.Sorted(maps.Keys(r.Checks)) {
+		fmt.Fprintf(w, "  %-28s %d\n", k, r.Checks[k])
+	}
+	fmt.Fprintf(w, "acknowledged writes lost: dns %d, proxy %d (excused: %d on a Redis killed or frozen after acknowledging)\n",
+		r.Lost["dns"], r.Lost["proxy"], r.Excused)
+	var largest int64
+	for _, v := range r.MaxAgentRSS {
+		largest = max(largest, v)
+	}
+	fmt.Fprintf(w, "largest agent RSS: %.1f MiB\n", float64(largest)/(1<<20))
+	fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
+	for i, v := range r.Violations {
+		fmt.Fprintf(w, "\n#%d at %.3fs %s: %s\n", i+1, v.At.Seconds(), v.Invariant, v.Detail)
+		for _, line := range v.Timeline {
+			fmt.Fprintf(w, "    %s\n", line)
+		}
+	}
+	fmt.Fprintf(w, "\nreproduce: go run ./cmd/rca-chaos --seed %d --duration %s --faults %s\n", r.Seed, r.Duration, strings.Join(r.Faults, ","))
+}
