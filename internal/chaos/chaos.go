@@ -228,12 +228,17 @@ func (cp *campaign) count(check string, n int) {
 }
 
 // violate records a broken invariant with the timeline of the 10 s before it.
-func (cp *campaign) violate(invariant, detail string) {
-	now := time.Now()
+func (cp *campaign) violate(invariant, detail string) { cp.violateAt(invariant, detail, time.Now()) }
+
+// violateAt is violate for something that went wrong at a time in the past
+// (a write found missing at the end): the timeline is the 10 s before at
+// and the 2 s after.
+func (cp *campaign) violateAt(invariant, detail string, at time.Time) {
+	now := at
 	cp.mu.Lock()
 	var tl []string
 	for _, e := range cp.events {
-		if now.Sub(e.at) <= 10*time.Second {
+		if d := now.Sub(e.at); d <= 10*time.Second && d >= -2*time.Second {
 			tl = append(tl, fmt.Sprintf("%7.3fs %s", e.at.Sub(cp.began).Seconds(), e.text))
 		}
 	}
