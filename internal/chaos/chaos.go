@@ -127,15 +127,18 @@ type campaign struct {
 	violations []Violation
 	// named[shard][addr] is when a Sentinel last named addr as the shard's master.
 	named map[string]map[string]time.Time
+	// namings[shard] is every change of the master a Sentinel names, in order.
+	namings map[string][]naming
 	// kills[addr] are the times the Redis at addr was killed, frozen or restarted.
 	kills map[string][]time.Time
 	// acks are the writes acknowledged through DNS or the proxy.
-	acks    []ack
-	maxRSS  map[string]int64
-	lost    map[string]int
-	excused int
-	inj     *injector
-	w       *watchers
+	acks     []ack
+	maxRSS   map[string]int64
+	lost     map[string]int
+	excused  int
+	inFlight int
+	inj      *injector
+	w        *watchers
 }
 
 type event struct {
@@ -160,7 +163,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	cp := &campaign{
 		o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)), began: time.Now(),
-		faults: map[string]int{}, checks: map[string]int{}, named: map[string]map[string]time.Time{},
+		faults: map[string]int{}, checks: map[string]int{}, named: map[string]map[string]time.Time{}, namings: map[string][]naming{},
 		kills: map[string][]time.Time{}, maxRSS: map[string]int64{},
 	}
 	rep := &Report{Seed: o.Seed, Faults: o.Faults, Duration: o.Duration}

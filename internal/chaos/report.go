@@ -32,6 +32,9 @@ type Report struct {
 	// proxy); Excused those on a Redis killed or frozen after it acknowledged.
 	Lost    map[string]int
 	Excused int
+	// InFailover counts writes lost to a failover Sentinel had under way when
+	// they were acknowledged (see the write check); reported, not violations.
+	InFailover int
 	// MaxAgentRSS is the largest resident memory seen per agent.
 	MaxAgentRSS map[string]int64
 }
@@ -56,7 +59,7 @@ func (cp *campaign) fill(r *Report) {
 	if r.Lost == nil {
 		r.Lost = map[string]int{}
 	}
-	r.Excused = cp.excused
+	r.Excused, r.InFailover = cp.excused, cp.inFlight
 	r.MaxAgentRSS = maps.Clone(cp.maxRSS)
 }
 
@@ -74,6 +77,7 @@ func (r *Report) Write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "acknowledged writes lost: dns %d, proxy %d (excused: %d on a Redis killed or frozen after acknowledging)\n",
 		r.Lost["dns"], r.Lost["proxy"], r.Excused)
+	fmt.Fprintf(w, "acknowledged writes lost to a failover under way (no write pause on the outgoing master yet): %d\n", r.InFailover)
 	var largest int64
 	for _, v := range r.MaxAgentRSS {
 		largest = max(largest, v)

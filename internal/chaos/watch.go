@@ -93,13 +93,59 @@ func (cp *campaign) observeSentinels(ctx context.Context) {
 			if cp.named[sh.Name] == nil {
 				cp.named[sh.Name] = map[string]time.Time{}
 			}
-			if _, seen := cp.named[sh.Name][addr]; !seen {
+			if cp.lastNaming(sh.Name, s.Addr()) != addr {
+				cp.namings[sh.Name] = append(cp.namings[sh.Name], naming{at: time.Now(), sentinel: s.Addr(), addr: addr})
 				cp.events = append(cp.events, event{at: time.Now(), text: fmt.Sprintf("sentinel %s names %s for %s", s.Addr(), addr, sh.Name)})
 			}
 			cp.named[sh.Name][addr] = time.Now()
 			cp.mu.Unlock()
 		}
 	}
+}
+
+// naming is a Sentinel's answer for a shard changing.
+type naming struct {
+	at       time.Time
+	sentinel string
+	addr     string
+}
+
+// lastNaming is the last master sentinel named for shard; cp.mu held.
+func (cp *campaign) lastNaming(shard, sentinel string) string {
+	list := cp.namings[shard]
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].sentinel == sentinel {
+			return list[i].addr
+		}
+	}
+	return ""
+}
+
+// namedAt is what each Sentinel named for shard at t.
+func (cp *campaign) namedAt(shard string, t time.Time) map[string]string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	out := map[string]string{}
+	for _, n := range cp.namings[shard] {
+		if n.at.After(t) {
+			break
+		}
+		out[n.sentinel] = n.addr
+	}
+	return out
+}
+
+// replacedWithin reports whether a Sentinel named a master other than addr
+// for shard within d after t.
+func (cp *campaign) replacedWithin(shard, addr string, t time.Time, d time.Duration) bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	for _, n := range cp.namings[shard] {
+		if n.at.After(t) && n.at.Sub(t) <= d && n.addr != addr {
+			return true
+		}
+	}
+	return false
 }
 
 // aliveConsul picks a running Consul agent at random.
