@@ -19,10 +19,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // The helpers of this file start with "disc" so that they cannot clash with

@@ -174,9 +174,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("chaos: start the stack: %w", err)
 	}
 	cp.run(ctx)
-	cp.teardown(removeDir)
-	cp.checkLeftovers(removeDir)
+	// A campaign that found something keeps the processes' logs for whoever
+	// reads the report; the leftover check then looks for processes only.
+	keep := removeDir && len(cp.violations) > 0
+	cp.teardown(removeDir && !keep)
+	cp.checkLeftovers(removeDir && !keep)
 	cp.fill(rep)
+	if keep {
+		rep.Kept = o.Dir
+	}
 	return rep, nil
 }
 

@@ -37,6 +37,9 @@ type Report struct {
 	InFailover int
 	// MaxAgentRSS is the largest resident memory seen per agent.
 	MaxAgentRSS map[string]int64
+	// Kept is the directory with every process's log, kept because the
+	// campaign found violations (empty otherwise).
+	Kept string
 }
 
 // Total is the number of faults injected.
@@ -89,6 +92,9 @@ func (r *Report) Write(w io.Writer) {
 		for _, line := range v.Timeline {
 			fmt.Fprintf(w, "    %s\n", line)
 		}
+	}
+	if r.Kept != "" {
+		fmt.Fprintf(w, "\nthe processes' logs are kept in %s\n", r.Kept)
 	}
 	fmt.Fprintf(w, "\nreproduce: go run ./cmd/rca-chaos --seed %d --duration %s --faults %s\n", r.Seed, r.Duration, strings.Join(r.Faults, ","))
 }
