@@ -19,7 +19,7 @@ INTEGRATION_TIMEOUT ?= 45m
 # The Docker stack's end-to-end test builds images; give it its own budget.
 COMPOSE_TIMEOUT ?= 20m
 
-.PHONY: deps build test unit integration vet demo clean compose-up compose-down test-compose chaos bench sizes
+.PHONY: deps build test unit integration vet demo clean compose-up compose-down test-compose chaos bench sizes test-rules
 
 ## deps: install redis-server, redis-sentinel, nutcracker, dig and build Consul (cached)
 deps:
@@ -38,6 +38,11 @@ vet:
 unit:
 	$(GO) test -race -count=1 -short ./...
 
+## test-rules: check the Prometheus alerting rules and run their unit tests (promtool, from deps)
+test-rules: deps
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
 ## integration: tests against real Consul, Redis, Sentinel and nutcracker
 integration: deps build
 	RCA_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
@@ -55,7 +60,7 @@ compose-down:
 	bash integration/compose/stack.sh down
 
 ## test: everything CI runs
-test: deps vet unit integration test-compose
+test: deps vet unit test-rules integration test-compose
 
 ## demo: a local stack (Consul, 3 Redis, 3 Sentinels, twemproxy, agents) until Ctrl-C
 demo: deps build

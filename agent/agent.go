@@ -76,6 +76,7 @@ func New(o Options) (*Agent, error) {
 		cfg:      o.Config,
 	}
 	a.metrics.SetBuild(buildinfo.Version, buildinfo.CommitOrVCS())
+	reg.MustRegister(stateCollector{a}) // reads a.monitor and a.proxies at scrape time
 	c := o.Config
 	a.prime(c)
 	client, err := discovery.NewConsulClient(discovery.ConsulOptions{

@@ -32,6 +32,7 @@ var composeHosts = map[string]string{
 	"consul": "10", "redis-a1": "11", "redis-a2": "12", "redis-a3": "13",
 	"redis-b1": "21", "redis-b2": "22", "redis-b3": "23",
 	"sentinel-1": "31", "sentinel-2": "32", "sentinel-3": "33", "twemproxy": "40",
+	"prometheus": "50",
 }
 
 // TestCompose brings up docker-compose.yml for real (issue 6): checks Consul
@@ -39,7 +40,10 @@ var composeHosts = map[string]string{
 // the failover in Sentinel, Consul DNS, twemproxy and the dashboard, then cuts
 // another master off the network and checks the split-brain guard: DNS never
 // answers two masters for a shard, and the old master is never tagged master
-// again when it comes back. It tears the stack down at the end.
+// again when it comes back. Last it checks the stack's Prometheus, which loads
+// deploy/prometheus/alerts.yml: no alert fired in all that, and
+// RedisShardNoMaster fires while a master that Sentinel cannot replace is cut
+// off, and resolves when it is back. It tears the stack down at the end.
 //
 // It needs Docker (integration/compose/stack.sh installs and starts it as
 // root) and runs only with RCA_COMPOSE=1 (make test-compose); RCA_COMPOSE_KEEP=1
@@ -69,9 +73,10 @@ func TestCompose(t *testing.T) {
 			t.Errorf("split brain in DNS: %s", b)
 		}
 	}()
-	_ = t.Run("Steady", func(t *testing.T) { s.checkSteady(ctx, t) }) &&
+	_ = t.Run("Steady", func(t *testing.T) { s.checkSteady(ctx, t); s.checkPrometheus(ctx, t) }) &&
 		t.Run("StopMaster", func(t *testing.T) { s.checkStopMaster(ctx, t, "shard-a") }) &&
-		t.Run("Partition", func(t *testing.T) { s.checkPartition(ctx, t, "shard-b") })
+		t.Run("Partition", func(t *testing.T) { s.checkPartition(ctx, t, "shard-b") }) &&
+		t.Run("NoMasterAlert", func(t *testing.T) { s.checkNoMasterAlert(ctx, t, "shard-a") })
 }
 
 // TestDeploySamples checks that the sample agent configs in deploy/config are
@@ -107,7 +112,7 @@ type composeStack struct {
 	consul *api.Client
 	dns    *net.Resolver
 	http   *http.Client
-	ports  struct{ consul, dns, proxy, dashboard string }
+	ports  struct{ consul, dns, proxy, dashboard, prometheus string }
 }
 
 func repoRoot(t *testing.T) string {
@@ -132,6 +137,7 @@ func newComposeStack(t *testing.T) *composeStack {
 	s.ports.dns = envOr("RCA_CONSUL_DNS_PORT", "8600")
 	s.ports.proxy = envOr("RCA_TWEMPROXY_PORT", "22121")
 	s.ports.dashboard = envOr("RCA_DASHBOARD_PORT", "8765")
+	s.ports.prometheus = envOr("RCA_PROMETHEUS_PORT", "9090")
 	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:" + s.ports.consul})
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,12 @@ func knownSeries(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	known := map[string]bool{"up": true}
+	// The agent's scrape-time collector (agent/collect.go, which this package
+	// cannot import); agent's TestCollectorSeries pins the same names.
+	for _, n := range []string{"redis_consul_agent_proxy_server_follows", "redis_consul_agent_sentinel_master_addr",
+		"redis_consul_agent_sentinel_truth_agree", "redis_consul_agent_sentinel_truth_known", "redis_consul_agent_sentinel_truth_sentinels"} {
+		known[n] = true
+	}
 	for _, f := range fams {
 		known[f.GetName()] = true
 		if f.GetType() == dto.MetricType_HISTOGRAM {

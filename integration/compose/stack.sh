@@ -15,12 +15,14 @@
 # `debootstrap --variant=minbase bookworm` and `docker import`, and
 # hashicorp/consul:$CONSUL_VERSION from the consul binary that
 # integration/scripts/deps.sh builds from the Go module proxy, on top of that
-# Debian image. An image that already exists under its name is used as it is,
+# Debian image, and prom/prometheus:v$RCA_PROMETHEUS_VERSION from Debian's
+# prometheus package on it. An image that already exists under its name is used as it is,
 # so a machine that pulled the real ones keeps them. The debootstrap tarball is
 # cached under the project's cache directory, so a fresh Docker daemon imports it
 # in seconds.
 #
-# Environment: RCA_CACHE_DIR, CONSUL_VERSION (1.22.5), RCA_IMAGE
+# Environment: RCA_CACHE_DIR, CONSUL_VERSION (1.22.5), RCA_PROMETHEUS_VERSION
+# (2.42.0, the version Debian bookworm packages), RCA_IMAGE
 # (redis-consul-agent:dev), COMPOSE_PROJECT_NAME (redis-demo), DEBIAN_MIRROR,
 # RCA_DOCKERD_ARGS (extra dockerd flags when this script starts it).
 set -euo pipefail
@@ -31,6 +33,8 @@ CACHE_DIR="${RCA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/redis-consul-agent}"
 DOCKER_CACHE="$CACHE_DIR/docker"
 DEBIAN_IMAGE="debian:bookworm-slim"
 CONSUL_IMAGE="hashicorp/consul:$CONSUL_VERSION"
+export RCA_PROMETHEUS_VERSION="${RCA_PROMETHEUS_VERSION:-2.42.0}"
+PROMETHEUS_IMAGE="prom/prometheus:v$RCA_PROMETHEUS_VERSION"
 export RCA_IMAGE="${RCA_IMAGE:-redis-consul-agent:dev}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-redis-demo}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -157,6 +161,16 @@ make_consul() {
   rm -rf "$ctx"
 }
 
+# make_prometheus builds prom/prometheus:v$RCA_PROMETHEUS_VERSION from
+# Debian's package; the build checks that Debian's version is the one asked for.
+make_prometheus() {
+  have_image "$PROMETHEUS_IMAGE" && return
+  say "making $PROMETHEUS_IMAGE from Debian's prometheus package"
+  docker_build -t "$PROMETHEUS_IMAGE" --build-arg "PROMETHEUS_VERSION=$RCA_PROMETHEUS_VERSION" \
+    --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" "$ROOT/integration/compose/prometheus" ||
+    die "building $PROMETHEUS_IMAGE failed"
+}
+
 # docker_build runs docker build with BuildKit, which the agent image's
 # Dockerfile needs to skip its Go stage. The docker.io package's client has
 # BuildKit built in; a newer client needs its buildx plugin.
@@ -199,6 +213,7 @@ setup() {
   mkdir -p "$DOCKER_CACHE"
   make_debian
   make_consul
+  make_prometheus
   build_agent
 }
 
@@ -235,6 +250,7 @@ compose: the stack is up. Try:
   dig @localhost -p 8600 master.redis.service.consul
   redis-cli -p 22121 set hello world
   http://localhost:8765/  (dashboard)   http://localhost:8500/ui/  (Consul)
+  http://localhost:9090/alerts  (Prometheus, the rules of deploy/prometheus/alerts.yml)
   docker stop rca-redis-a1             (and watch shard-a fail over)
 EOF
 }
