@@ -338,3 +338,23 @@ func TestMonitorCachesMasterNames(t *testing.T) {
 		return nil
 	})
 }
+
+func TestNewMonitorChecksOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    MonitorOptions
+		wantErr string
+	}{
+		{"no sentinels", MonitorOptions{Metrics: telemetry.Discard()}, "no sentinel addresses"},
+		{"bad address", MonitorOptions{Addresses: []string{"10.0.0.1"}, Metrics: telemetry.Discard()}, `"10.0.0.1"`},
+		{"no metrics", MonitorOptions{Addresses: []string{"10.0.0.1:26379"}}, "no metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewMonitor(tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("NewMonitor: %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,8 +1,13 @@
 package discovery
 
-import "time"
+import (
+	"time"
 
-// Master is the Sentinel truth for one master name (DESIGN §6).
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+)
+
+// Master is the Sentinel truth for one master name: the address the agent
+// acts on, and why it believes it (the rule is truthState.eval's).
 type Master struct {
 	Name string `json:"name"`
 	// Addr is host:port as the Sentinels name it.
@@ -64,7 +69,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 			continue
 		}
 		reporting++
-		k := normalizeAddr(r)
+		k := addr.Normalize(r)
 		counts[k]++
 		if _, ok := raw[k]; !ok {
 			raw[k] = r
@@ -77,17 +82,17 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 	if total > 0 && 2*agree > total {
 		majority = raw[best]
 	}
-	set := func(addr, source string, at time.Time) {
-		if !sameAddr(s.cur.Addr, addr) {
-			s.cur.Addr, s.cur.Since = addr, at
+	set := func(a, source string, at time.Time) {
+		if !addr.Same(s.cur.Addr, a) {
+			s.cur.Addr, s.cur.Since = a, at
 		}
 		s.cur.Source = source
 	}
 	if s.override != "" {
 		switch {
-		case majority != "" && sameAddr(majority, s.override):
+		case majority != "" && addr.Same(majority, s.override):
 			s.override = "" // caught up
-		case majority != "" && !sameAddr(majority, s.overrideFrom) && !sameAddr(majority, s.overridePrev):
+		case majority != "" && !addr.Same(majority, s.overrideFrom) && !addr.Same(majority, s.overridePrev):
 			s.override = "" // the majority moved on to a newer failover
 		case now.Sub(s.overrideAt) > hold:
 			s.override = "" // never confirmed by a majority
@@ -106,7 +111,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 		}
 	}
 	s.cur.Name = name
-	s.cur.Agree = counts[normalizeAddr(s.cur.Addr)]
+	s.cur.Agree = counts[addr.Normalize(s.cur.Addr)]
 	s.cur.Reporting = reporting
 	s.cur.Total = total
 	return s.cur, true
