@@ -24,6 +24,10 @@ type confirmResult struct {
 	name, old, addr string
 	at              time.Time
 	err             error // nil: the node says it is a master
+
+	// promotion: the selected replica of failover epoch, not a +switch-master.
+	promotion bool
+	epoch     uint64
 }
 
 // handleSwitch starts confirming a +switch-master unless it says nothing
@@ -39,6 +43,9 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 			return
 		}
 	}
+	if fo := m.failovers[name]; fo != nil && fo.promoted && !addr.Same(fo.selected, to) {
+		m.undoPromotion(name, "+switch-master names "+to)
+	}
 	m.log.Info("+switch-master", "master_name", name, "from", e.OldMasterAddr, "to", to, "sentinel", msg.from)
 	m.pending[name] = pendingSwitch{addr: to, at: msg.at}
 	m.goSend(func() {
@@ -52,9 +59,14 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 
 // confirmMaster asks node for ROLE until it says master or deadline passes.
 func (m *Monitor) confirmMaster(ctx context.Context, node string, deadline time.Time) error {
+	return m.askRole(ctx, node, deadline, retry.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond})
+}
+
+// askRole asks node for ROLE, waiting bo between attempts, until it says
+// master (nil) or deadline passes (the last answer or error).
+func (m *Monitor) askRole(ctx context.Context, node string, deadline time.Time, bo retry.Backoff) error {
 	c := redis.NewClient(failFast(node, m.opts.RedisUsername, m.opts.RedisPassword, m.opts.RedisTLSConfig, m.opts.QueryTimeout, 1))
 	defer c.Close()
-	bo := retry.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}
 	for {
 		qctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 		role, err := readRole(qctx, c)
@@ -82,6 +94,10 @@ func (m *Monitor) confirmMaster(ctx context.Context, node string, deadline time.
 // applyConfirm applies a confirmed +switch-master at once, or reports why
 // it was ignored (the majority decides then).
 func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
+	if c.promotion {
+		m.applyPromotion(c)
+		return
+	}
 	p, ok := m.pending[c.name]
 	if ok && addr.Same(p.addr, c.addr) {
 		delete(m.pending, c.name)
@@ -99,11 +115,9 @@ func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
 		})
 		return
 	}
-	ts := m.truthOf(c.name)
-	ts.switchTo(c.old, c.addr, c.at)
+	m.truthOf(c.name).switchTo(c.old, c.addr, c.at)
+	delete(m.failovers, c.name) // announced: nothing left to follow
 	m.switched[c.name] = c.at
-	reports, total := m.votes(c.name)
-	mst, ok := ts.eval(c.name, reports, total, time.Now(), m.opts.SwitchHold)
-	m.publish(c.name, mst, ok, c.at)
+	m.reevaluate(c.name, c.at)
 	m.requestPoll(ctx)
 }

@@ -27,6 +27,10 @@ func (m *Monitor) handleMessage(ctx context.Context, msg sentinelMsg) {
 			Detail: e.Payload() + " (from " + msg.from + ")",
 		})
 	}
+	if failoverEvents[e.Type] {
+		// Every copy: +new-epoch payloads of two Sentinels are identical.
+		m.followFailover(ctx, e, msg)
+	}
 	switch e.Type {
 	case "+switch-master":
 		m.handleSwitch(ctx, e, msg)

@@ -60,6 +60,11 @@ type MonitorOptions struct {
 	// majority that still names the old master (default 1m). Sentinels
 	// normally catch up within seconds.
 	SwitchHold time.Duration
+	// FollowPromotion makes the replica a leader Sentinel selected the
+	// truth (SourcePromotion) as soon as it answers ROLE master during the
+	// failover, before any +switch-master (see failover.go). Off, the
+	// Monitor acts on the announcement only.
+	FollowPromotion bool
 	// BackoffMin and BackoffMax bound the reconnect delay of a Sentinel
 	// link (default 100ms and 5s).
 	BackoffMin, BackoffMax time.Duration
@@ -138,6 +143,9 @@ type Monitor struct {
 	pending     map[string]pendingSwitch // by master name: the newest +switch-master whose ROLE is being confirmed
 	switched    map[string]time.Time     // by master name: arrival of the newest +switch-master applied
 	recent      map[string]time.Time
+	failovers   map[string]*failover     // by master name: the failover its leader is running
+	epochs      map[string]uint64        // by Sentinel (normalized address): its last +new-epoch
+	timeouts    map[string]time.Duration // by master name: failover-timeout from SENTINEL MASTERS
 	polling     bool
 	pollAgain   bool
 	discovering bool
@@ -173,6 +181,9 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		pending:    make(map[string]pendingSwitch),
 		switched:   make(map[string]time.Time),
 		recent:     make(map[string]time.Time),
+		failovers:  make(map[string]*failover),
+		epochs:     make(map[string]uint64),
+		timeouts:   make(map[string]time.Duration),
 	}, nil
 }
 

@@ -26,7 +26,7 @@ type monEnv struct {
 	journal   *telemetry.Journal
 }
 
-func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string) *monEnv {
+func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string, options ...func(*MonitorOptions)) *monEnv {
 	t.Helper()
 	e := &monEnv{t: t, a: newFakeNode(t), b: newFakeNode(t), c: newFakeNode(t),
 		metrics: telemetry.Discard(), journal: telemetry.NewJournal(100)}
@@ -46,14 +46,18 @@ func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string) *mo
 	if addresses != nil {
 		addrs = addresses(e.sentinels)
 	}
-	var err error
-	e.mon, err = NewMonitor(MonitorOptions{
+	o := MonitorOptions{
 		Addresses: addrs, QueryTimeout: 200 * time.Millisecond, ResyncInterval: 100 * time.Millisecond,
 		PingInterval: 100 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		ConfirmWindow: 300 * time.Millisecond, SwitchHold: 5 * time.Second,
 		Metrics: e.metrics, Journal: e.journal,
 		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: testWriter{t}}),
-	})
+	}
+	for _, f := range options {
+		f(&o)
+	}
+	var err error
+	e.mon, err = NewMonitor(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,8 @@ type sentinelView struct {
 	id      string // SENTINEL MYID, "" if unknown
 	err     error
 	masters map[string]string // name → address (get-master-addr-by-name)
+	// timeouts are the failover-timeouts of SENTINEL MASTERS, when it was read.
+	timeouts map[string]time.Duration
 }
 
 type pollResult struct {
@@ -120,6 +122,10 @@ func (m *Monitor) pollOne(ctx context.Context, from string, c *redis.Client, cac
 		id, _ = idCmd.Text()
 		names = slices.Sorted(maps.Keys(infos))
 		cache.set(names, id)
+		v.timeouts = make(map[string]time.Duration, len(infos))
+		for n, mi := range infos {
+			v.timeouts[n] = mi.FailoverTimeout
+		}
 	}
 	v.id = id
 	v.masters = make(map[string]string, len(names))
@@ -178,6 +184,9 @@ func (m *Monitor) applyPoll(res pollResult) {
 		}
 		for n := range v.masters {
 			names[n] = true
+		}
+		for n, d := range v.timeouts {
+			m.timeouts[n] = max(m.timeouts[n], d)
 		}
 	}
 	m.publishStatuses()

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,8 +19,9 @@ import (
 
 // masterInfo is the part of a SENTINEL MASTERS entry the agent uses.
 type masterInfo struct {
-	Addr  string
-	Flags []string
+	Addr            string
+	Flags           []string
+	FailoverTimeout time.Duration // 0 if not reported
 }
 
 // sentinelMasters runs SENTINEL MASTERS and returns the masters by name.
@@ -40,6 +43,9 @@ func parseMasters(cmd *redis.Cmd) (map[string]masterInfo, error) {
 			continue
 		}
 		mi := masterInfo{Flags: strings.Split(kv["flags"], ",")}
+		if ms, err := strconv.Atoi(kv["failover-timeout"]); err == nil && ms > 0 {
+			mi.FailoverTimeout = time.Duration(ms) * time.Millisecond
+		}
 		if a, err := addr.Join(kv["ip"], kv["port"]); err == nil {
 			mi.Addr = a
 		}

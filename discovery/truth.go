@@ -27,6 +27,11 @@ type Master struct {
 	Total     int `json:"total"`
 }
 
+// SourcePromotion is a truth that follows a failover in progress: the
+// replica the leader Sentinel selected answered ROLE master before any
+// Sentinel announced the switch (MonitorOptions.FollowPromotion).
+const SourcePromotion = "promotion"
+
 // Known reports whether m can be acted on: it is backed by a majority or a
 // confirmed +switch-master, not merely the last address seen.
 func (m Master) Known() bool { return m.Addr != "" && m.Source != SourceStale }
@@ -42,7 +47,27 @@ type truthState struct {
 	overrideFrom string // the old address the event named
 	overridePrev string // the truth when the event arrived
 	overrideAt   time.Time
+
+	// A confirmed promotion (see promoteTo) no Sentinel has announced yet.
+	promoted     string
+	promotedFrom string    // the master being failed over
+	promotedAt   time.Time // when the replica answered ROLE master
+	promotedBy   time.Time // the failover timeout: past it, a majority on promotedFrom undoes it
 }
+
+// promoteTo records that the replica a leader Sentinel selected answered
+// ROLE master during the failover of old. It counts at once (the leader has
+// a quorum's mandate for this epoch and the node took the role) until the
+// majority agrees, names a third address, still names old past deadline,
+// the Monitor undoes it (an abort, a switch to another node), or hold
+// passes. It replaces an older confirmed switch.
+func (s *truthState) promoteTo(old, addr string, at, deadline time.Time) {
+	s.promoted, s.promotedFrom, s.promotedAt, s.promotedBy = addr, old, at, deadline
+	s.override = ""
+}
+
+// unpromote drops a promotion (the failover aborted or went elsewhere).
+func (s *truthState) unpromote() { s.promoted = "" }
 
 // switchTo records a +switch-master whose new master confirmed its role.
 // It counts at once (only a quorum-elected leader, or a Sentinel that took
@@ -50,6 +75,7 @@ type truthState struct {
 // majority names a third address, or hold passes.
 func (s *truthState) switchTo(old, addr string, at time.Time) {
 	s.override, s.overrideFrom, s.overridePrev, s.overrideAt = addr, old, s.cur.Addr, at
+	s.promoted = "" // the announcement supersedes the promotion it follows
 }
 
 // eval recomputes the truth from reports (the address each reachable
@@ -88,7 +114,21 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 		}
 		s.cur.Source = source
 	}
-	if s.override != "" {
+	if s.promoted != "" {
+		switch {
+		case majority != "" && addr.Same(majority, s.promoted):
+			s.promoted = "" // caught up
+		case majority != "" && !addr.Same(majority, s.promotedFrom):
+			s.promoted = "" // the majority names a third node
+		case majority != "" && now.After(s.promotedBy):
+			s.promoted = "" // the failover timed out and the old master stands
+		case now.Sub(s.promotedAt) > hold:
+			s.promoted = "" // never announced
+		default:
+			set(s.promoted, SourcePromotion, s.promotedAt)
+		}
+	}
+	if s.promoted == "" && s.override != "" {
 		switch {
 		case majority != "" && addr.Same(majority, s.override):
 			s.override = "" // caught up
@@ -100,7 +140,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 			set(s.override, SourceSwitchMaster, s.overrideAt)
 		}
 	}
-	if s.override == "" {
+	if s.promoted == "" && s.override == "" {
 		switch {
 		case majority != "":
 			set(majority, SourceMajority, now)

@@ -60,6 +60,14 @@ func (m *Monitor) recount(name string, at time.Time) {
 	m.publish(name, mst, ok, at)
 }
 
+// reevaluate recomputes the truth of name after a confirmed event and
+// publishes it as of at (the event's arrival).
+func (m *Monitor) reevaluate(name string, at time.Time) {
+	reports, total := m.votes(name)
+	mst, ok := m.truthOf(name).eval(name, reports, total, time.Now(), m.opts.SwitchHold)
+	m.publish(name, mst, ok, at)
+}
+
 // truthOf returns the truth rule's state for name, creating it.
 func (m *Monitor) truthOf(name string) *truthState {
 	ts := m.truth[name]
