@@ -35,6 +35,12 @@ type confirmResult struct {
 // that address (the same switch seen from another Sentinel).
 func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 	name, to := e.MasterName, e.MasterAddr
+	if fo := m.failovers[name]; fo != nil {
+		if fo.promoted && !addr.Same(fo.selected, to) {
+			m.undoPromotion(name, "+switch-master names "+to)
+		}
+		delete(m.failovers, name) // announced: nothing left to follow
+	}
 	if p, ok := m.pending[name]; ok && addr.Same(p.addr, to) {
 		return
 	}
@@ -42,9 +48,6 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 		if addr.Same(ts.override, to) || (ts.override == "" && ts.cur.Known() && addr.Same(ts.cur.Addr, to)) {
 			return
 		}
-	}
-	if fo := m.failovers[name]; fo != nil && fo.promoted && !addr.Same(fo.selected, to) {
-		m.undoPromotion(name, "+switch-master names "+to)
 	}
 	m.log.Info("+switch-master", "master_name", name, "from", e.OldMasterAddr, "to", to, "sentinel", msg.from)
 	m.pending[name] = pendingSwitch{addr: to, at: msg.at}
@@ -116,7 +119,6 @@ func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
 		return
 	}
 	m.truthOf(c.name).switchTo(c.old, c.addr, c.at)
-	delete(m.failovers, c.name) // announced: nothing left to follow
 	m.switched[c.name] = c.at
 	m.reevaluate(c.name, c.at)
 	m.requestPoll(ctx)
