@@ -109,10 +109,16 @@ func New(o Options) (*Agent, error) {
 	if c.Sentinel.ConsulService != "" {
 		mo.Discover = discovery.ConsulSentinels(client, c.Sentinel.ConsulService)
 	}
-	// The Monitor confirms a +switch-master with ROLE on the named node; it
-	// uses the first local Redis entry's credentials, which in practice are
-	// the same for every node of a shard.
-	if len(c.Redis) > 0 {
+	// The Monitor confirms a +switch-master with ROLE on the named node:
+	// with sentinel.redis_auth when set, else with the first local Redis
+	// entry's credentials, which in practice are the same for every node of
+	// a shard (docs/CONFIG.md).
+	if ra := c.Sentinel.RedisAuth; !ra.IsZero() {
+		mo.RedisUsername, mo.RedisPassword = ra.Username, ra.Password
+		if mo.RedisTLSConfig, err = tlsConfig(ra.TLS); err != nil {
+			return nil, fmt.Errorf("sentinel.redis_auth.tls: %w", err)
+		}
+	} else if len(c.Redis) > 0 {
 		r := c.Redis[0]
 		mo.RedisUsername, mo.RedisPassword = r.Username, r.Password
 		if mo.RedisTLSConfig, err = tlsConfig(r.TLS); err != nil {

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // Channels is the list of Sentinel pub/sub channels the Monitor subscribes
@@ -18,7 +19,8 @@ var Channels = []string{
 	"+try-failover", "+elected-leader", "+failover-state-select-slave",
 	"+selected-slave", "+promoted-slave", "+failover-state-reconf-slaves",
 	"+failover-end", "+failover-end-for-timeout",
-	"-failover-abort-not-elected", "-failover-abort-no-good-slave",
+	"+failover-state-send-slaveof-noone", "+failover-state-wait-promotion",
+	"-failover-abort-not-elected", "-failover-abort-no-good-slave", "-failover-abort-slave-timeout",
 	"+convert-to-slave", "+role-change", "+slave-reconf-done",
 	"+config-update-from", "+reset-master", "+monitor", "-monitor",
 	"+new-epoch", "+tilt", "-tilt",
@@ -76,11 +78,11 @@ func ParseEvent(channel, payload string) (Event, error) {
 		if len(f) != 5 {
 			return bad(fmt.Sprintf("want <name> <old-ip> <old-port> <new-ip> <new-port>, got %d fields", len(f)))
 		}
-		old, err := joinAddr(f[1], f[2])
+		old, err := addr.Join(f[1], f[2])
 		if err != nil {
 			return bad("old address: " + err.Error())
 		}
-		nu, err := joinAddr(f[3], f[4])
+		nu, err := addr.Join(f[3], f[4])
 		if err != nil {
 			return bad("new address: " + err.Error())
 		}
@@ -101,17 +103,17 @@ func ParseEvent(channel, payload string) (Event, error) {
 	default:
 		return bad(fmt.Sprintf("unknown instance type %q", f[0]))
 	}
-	addr, err := joinAddr(f[2], f[3])
+	iaddr, err := addr.Join(f[2], f[3])
 	if err != nil {
 		return bad("instance address: " + err.Error())
 	}
-	e.InstanceType, e.InstanceName, e.InstanceAddr = f[0], f[1], addr
+	e.InstanceType, e.InstanceName, e.InstanceAddr = f[0], f[1], iaddr
 	rest := f[4:]
 	if len(rest) > 0 && rest[0] == "@" {
 		if len(rest) < 4 {
 			return bad("want @ <master-name> <master-ip> <master-port>")
 		}
-		maddr, err := joinAddr(rest[2], rest[3])
+		maddr, err := addr.Join(rest[2], rest[3])
 		if err != nil {
 			return bad("master address: " + err.Error())
 		}
@@ -127,8 +129,8 @@ func ParseEvent(channel, payload string) (Event, error) {
 // Payload renders the event back in Sentinel's format, single-spaced.
 // ParseEvent(e.Type, e.Payload()) returns e.
 func (e Event) Payload() string {
-	hp := func(addr string) string {
-		h, p, _ := net.SplitHostPort(addr)
+	hp := func(a string) string {
+		h, p, _ := net.SplitHostPort(a)
 		return h + " " + p
 	}
 	var parts []string
@@ -150,18 +152,3 @@ func (e Event) Payload() string {
 
 // String is the channel and payload, for logs and the journal.
 func (e Event) String() string { return e.Type + " " + e.Payload() }
-
-// joinAddr validates a host and a port token and joins them.
-func joinAddr(host, port string) (string, error) {
-	if host == "" || strings.ContainsAny(host, "[]@") {
-		return "", fmt.Errorf("invalid host %q", host)
-	}
-	if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
-		return "", fmt.Errorf("invalid port %q", port)
-	}
-	p, _ := strconv.Atoi(port)
-	if p <= 0 || p > 65535 {
-		return "", fmt.Errorf("port %q out of range", port)
-	}
-	return net.JoinHostPort(host, strconv.Itoa(p)), nil
-}

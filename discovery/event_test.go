@@ -30,7 +30,7 @@ func TestParseEvent(t *testing.T) {
 		},
 		{
 			name: "switch-master port range", channel: "+switch-master", payload: "mymaster 10.0.0.1 0 10.0.0.2 6380",
-			wantErr: "old address: port \"0\" out of range",
+			wantErr: "old address: port \"0\" is not in 1-65535",
 		},
 		{
 			name: "sdown master", channel: "+sdown", payload: "master mymaster 10.0.0.1 6379",

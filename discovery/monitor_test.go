@@ -26,7 +26,7 @@ type monEnv struct {
 	journal   *telemetry.Journal
 }
 
-func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string) *monEnv {
+func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string, options ...func(*MonitorOptions)) *monEnv {
 	t.Helper()
 	e := &monEnv{t: t, a: newFakeNode(t), b: newFakeNode(t), c: newFakeNode(t),
 		metrics: telemetry.Discard(), journal: telemetry.NewJournal(100)}
@@ -46,14 +46,18 @@ func newMonEnv(t *testing.T, addresses func(sentinels []*fakeNode) []string) *mo
 	if addresses != nil {
 		addrs = addresses(e.sentinels)
 	}
-	var err error
-	e.mon, err = NewMonitor(MonitorOptions{
+	o := MonitorOptions{
 		Addresses: addrs, QueryTimeout: 200 * time.Millisecond, ResyncInterval: 100 * time.Millisecond,
 		PingInterval: 100 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		ConfirmWindow: 300 * time.Millisecond, SwitchHold: 5 * time.Second,
 		Metrics: e.metrics, Journal: e.journal,
 		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: testWriter{t}}),
-	})
+	}
+	for _, f := range options {
+		f(&o)
+	}
+	var err error
+	e.mon, err = NewMonitor(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,4 +341,24 @@ func TestMonitorCachesMasterNames(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestNewMonitorChecksOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    MonitorOptions
+		wantErr string
+	}{
+		{"no sentinels", MonitorOptions{Metrics: telemetry.Discard()}, "no sentinel addresses"},
+		{"bad address", MonitorOptions{Addresses: []string{"10.0.0.1"}, Metrics: telemetry.Discard()}, `"10.0.0.1"`},
+		{"no metrics", MonitorOptions{Addresses: []string{"10.0.0.1:26379"}}, "no metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewMonitor(tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("NewMonitor: %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
 }

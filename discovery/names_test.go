@@ -1,13 +1,8 @@
 package discovery
 
 import (
-	"bytes"
-	"context"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 )
 
 func TestBackoff(t *testing.T) {
@@ -23,14 +18,5 @@ func TestBackoff(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > 100*time.Millisecond {
 		t.Fatalf("after reset: %s", d)
-	}
-}
-
-func TestRedisLog(t *testing.T) {
-	var buf bytes.Buffer
-	l := RedisLog{Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: &buf})}
-	l.Printf(context.Background(), "redis: dial %s failed\n", "10.0.0.1:6379")
-	if !strings.Contains(buf.String(), "[DEBUG] redis: dial 10.0.0.1:6379 failed") {
-		t.Fatalf("logged %q", buf.String())
 	}
 }

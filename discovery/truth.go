@@ -1,8 +1,13 @@
 package discovery
 
-import "time"
+import (
+	"time"
 
-// Master is the Sentinel truth for one master name (DESIGN §6).
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+)
+
+// Master is the Sentinel truth for one master name: the address the agent
+// acts on, and why it believes it (the rule is truthState.eval's).
 type Master struct {
 	Name string `json:"name"`
 	// Addr is host:port as the Sentinels name it.
@@ -22,6 +27,11 @@ type Master struct {
 	Total     int `json:"total"`
 }
 
+// SourcePromotion is a truth that follows a failover in progress: the
+// replica the leader Sentinel selected answered ROLE master before any
+// Sentinel announced the switch (MonitorOptions.FollowPromotion).
+const SourcePromotion = "promotion"
+
 // Known reports whether m can be acted on: it is backed by a majority or a
 // confirmed +switch-master, not merely the last address seen.
 func (m Master) Known() bool { return m.Addr != "" && m.Source != SourceStale }
@@ -37,7 +47,27 @@ type truthState struct {
 	overrideFrom string // the old address the event named
 	overridePrev string // the truth when the event arrived
 	overrideAt   time.Time
+
+	// A confirmed promotion (see promoteTo) no Sentinel has announced yet.
+	promoted     string
+	promotedFrom string    // the master being failed over
+	promotedAt   time.Time // when the replica answered ROLE master
+	promotedBy   time.Time // the failover timeout: past it, a majority on promotedFrom undoes it
 }
+
+// promoteTo records that the replica a leader Sentinel selected answered
+// ROLE master during the failover of old. It counts at once (the leader has
+// a quorum's mandate for this epoch and the node took the role) until the
+// majority agrees, names a third address, still names old past deadline,
+// the Monitor undoes it (an abort, a switch to another node), or hold
+// passes. It replaces an older confirmed switch.
+func (s *truthState) promoteTo(old, addr string, at, deadline time.Time) {
+	s.promoted, s.promotedFrom, s.promotedAt, s.promotedBy = addr, old, at, deadline
+	s.override = ""
+}
+
+// unpromote drops a promotion (the failover aborted or went elsewhere).
+func (s *truthState) unpromote() { s.promoted = "" }
 
 // switchTo records a +switch-master whose new master confirmed its role.
 // It counts at once (only a quorum-elected leader, or a Sentinel that took
@@ -45,6 +75,7 @@ type truthState struct {
 // majority names a third address, or hold passes.
 func (s *truthState) switchTo(old, addr string, at time.Time) {
 	s.override, s.overrideFrom, s.overridePrev, s.overrideAt = addr, old, s.cur.Addr, at
+	s.promoted = "" // the announcement supersedes the promotion it follows
 }
 
 // eval recomputes the truth from reports (the address each reachable
@@ -64,7 +95,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 			continue
 		}
 		reporting++
-		k := normalizeAddr(r)
+		k := addr.Normalize(r)
 		counts[k]++
 		if _, ok := raw[k]; !ok {
 			raw[k] = r
@@ -77,17 +108,31 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 	if total > 0 && 2*agree > total {
 		majority = raw[best]
 	}
-	set := func(addr, source string, at time.Time) {
-		if !sameAddr(s.cur.Addr, addr) {
-			s.cur.Addr, s.cur.Since = addr, at
+	set := func(a, source string, at time.Time) {
+		if !addr.Same(s.cur.Addr, a) {
+			s.cur.Addr, s.cur.Since = a, at
 		}
 		s.cur.Source = source
 	}
-	if s.override != "" {
+	if s.promoted != "" {
 		switch {
-		case majority != "" && sameAddr(majority, s.override):
+		case majority != "" && addr.Same(majority, s.promoted):
+			s.promoted = "" // caught up
+		case majority != "" && !addr.Same(majority, s.promotedFrom):
+			s.promoted = "" // the majority names a third node
+		case majority != "" && now.After(s.promotedBy):
+			s.promoted = "" // the failover timed out and the old master stands
+		case now.Sub(s.promotedAt) > hold:
+			s.promoted = "" // never announced
+		default:
+			set(s.promoted, SourcePromotion, s.promotedAt)
+		}
+	}
+	if s.promoted == "" && s.override != "" {
+		switch {
+		case majority != "" && addr.Same(majority, s.override):
 			s.override = "" // caught up
-		case majority != "" && !sameAddr(majority, s.overrideFrom) && !sameAddr(majority, s.overridePrev):
+		case majority != "" && !addr.Same(majority, s.overrideFrom) && !addr.Same(majority, s.overridePrev):
 			s.override = "" // the majority moved on to a newer failover
 		case now.Sub(s.overrideAt) > hold:
 			s.override = "" // never confirmed by a majority
@@ -95,7 +140,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 			set(s.override, SourceSwitchMaster, s.overrideAt)
 		}
 	}
-	if s.override == "" {
+	if s.promoted == "" && s.override == "" {
 		switch {
 		case majority != "":
 			set(majority, SourceMajority, now)
@@ -106,7 +151,7 @@ func (s *truthState) eval(name string, reports []string, total int, now time.Tim
 		}
 	}
 	s.cur.Name = name
-	s.cur.Agree = counts[normalizeAddr(s.cur.Addr)]
+	s.cur.Agree = counts[addr.Normalize(s.cur.Addr)]
 	s.cur.Reporting = reporting
 	s.cur.Total = total
 	return s.cur, true

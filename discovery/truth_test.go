@@ -18,6 +18,8 @@ func TestTruthRule(t *testing.T) {
 		at       time.Duration
 		reports  []string // one per reachable sentinel; "" = reachable but does not know the name
 		switchTo string   // apply a confirmed +switch-master a→switchTo instead of a poll
+		promote  string   // apply a confirmed promotion a→promote (failover timeout 10s) instead of a poll
+		undo     bool     // the Monitor undoes the promotion (an abort) instead of a poll
 		total    int
 		wantAddr string // "" = not known at all
 		wantSrc  string
@@ -86,6 +88,40 @@ func TestTruthRule(t *testing.T) {
 			{at: time.Second, reports: []string{a}, total: 3, wantAddr: a, wantSrc: SourceStale, agree: 1},
 			{at: 2 * time.Second, switchTo: b, total: 3, wantAddr: b, wantSrc: SourceSwitchMaster},
 		}},
+		{"a promotion counts at once and holds while the majority names the old master", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2 * time.Second, reports: []string{a, a, a}, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 3 * time.Second, reports: []string{b, a, b}, total: 3, wantAddr: b, wantSrc: SourceMajority, agree: 2},
+		}},
+		{"an aborted failover undoes the promotion at once", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2 * time.Second, undo: true, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+		}},
+		{"a majority on the old master past the failover timeout undoes the promotion", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 10 * time.Second, reports: []string{a, a, a}, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 11*time.Second + time.Millisecond, reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+		}},
+		{"a majority on a third address beats the promotion", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2 * time.Second, reports: []string{c, c, a}, total: 3, wantAddr: c, wantSrc: SourceMajority, agree: 2},
+		}},
+		{"a confirmed switch replaces the promotion", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2 * time.Second, switchTo: c, total: 3, wantAddr: c, wantSrc: SourceSwitchMaster},
+			{at: 3 * time.Second, undo: true, total: 3, wantAddr: c, wantSrc: SourceSwitchMaster},
+		}},
+		{"a promotion without any reachable sentinel ends with hold", []step{
+			{reports: []string{a, a, a}, total: 3, wantAddr: a, wantSrc: SourceMajority, agree: 3},
+			{at: time.Second, promote: b, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2 * time.Second, reports: nil, total: 3, wantAddr: b, wantSrc: SourcePromotion},
+			{at: 2*time.Second + hold, reports: nil, total: 3, wantAddr: b, wantSrc: SourceStale},
+		}},
 		{"sentinels that do not know the name do not count", []step{
 			{reports: []string{a, "", ""}, total: 3},
 		}},
@@ -97,11 +133,16 @@ func TestTruthRule(t *testing.T) {
 			var reports []string
 			for i, st := range tt.steps {
 				now := t0.Add(st.at)
-				if st.switchTo != "" {
-					// The Monitor re-evaluates a confirmed switch against
-					// the views of the last poll.
+				switch {
+				case st.switchTo != "":
+					// The Monitor re-evaluates a confirmed switch (or
+					// promotion, or undo) against the views of the last poll.
 					s.switchTo(a, st.switchTo, now)
-				} else {
+				case st.promote != "":
+					s.promoteTo(a, st.promote, now, now.Add(10*time.Second))
+				case st.undo:
+					s.unpromote()
+				default:
 					reports = st.reports
 				}
 				got, ok := s.eval("mymaster", reports, st.total, now, hold)

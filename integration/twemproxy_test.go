@@ -1046,7 +1046,7 @@ func TestTwemproxyHelperAgent(t *testing.T) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "helper", Level: hclog.Debug, Output: os.Stderr})
-	mon, err := discovery.NewMonitor(discovery.MonitorOptions{Addresses: cfg.Sentinels, RedisPassword: twPassword, Logger: logger.Named(telemetry.LogSentinel)})
+	mon, err := discovery.NewMonitor(discovery.MonitorOptions{Addresses: cfg.Sentinels, RedisPassword: twPassword, Logger: logger.Named(telemetry.LogSentinel), Metrics: telemetry.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,25 @@ type Sentinel struct {
 	TLS           TLS      `yaml:"tls"`
 	// Password is read from PasswordFile; never logged.
 	Password string `yaml:"-"`
+	// RedisAuth is how the agent reaches the Redis nodes the Sentinels name,
+	// which it asks ROLE to confirm a +switch-master. An agent beside
+	// twemproxy alone has no redis entry whose credentials it could borrow.
+	RedisAuth RedisAuth `yaml:"redis_auth"`
 }
+
+// RedisAuth is a Redis client identity: an ACL user, a password file and
+// TLS. Unset (IsZero), the Monitor uses the first redis entry's.
+type RedisAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	TLS          TLS    `yaml:"tls"`
+	// Password is read from PasswordFile; never logged.
+	Password string `yaml:"-"`
+}
+
+// IsZero reports whether nothing was set, so that the first redis entry's
+// credentials apply.
+func (a RedisAuth) IsZero() bool { return a == RedisAuth{} }
 
 // TLS configures a TLS client connection to Redis or Sentinel.
 type TLS struct {

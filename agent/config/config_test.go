@@ -22,6 +22,7 @@ func noEnv(string) string { return "" }
 func TestLoadValid(t *testing.T) {
 	dir := t.TempDir()
 	tok := writeFile(t, dir, "token", "s3cret\n")
+	rpw := writeFile(t, dir, "redis.pass", "r3dis\n")
 	cfg := writeFile(t, dir, "agent.yml", `
 node_name: cache-1
 consul:
@@ -29,6 +30,7 @@ consul:
   token_file: `+tok+`
 sentinel:
   addresses: [127.0.0.1:26379]
+  redis_auth: {username: confirmer, password_file: `+rpw+`}
 redis:
   - address: 127.0.0.1:6379
     master_name: mymaster
@@ -45,6 +47,9 @@ timing:
 	}
 	if c.Consul.Token != "s3cret" {
 		t.Errorf("token = %q, want it read from token_file", c.Consul.Token)
+	}
+	if ra := c.Sentinel.RedisAuth; ra.Username != "confirmer" || ra.Password != "r3dis" {
+		t.Errorf("sentinel.redis_auth = user %q password set %v, want confirmer and the file's password", ra.Username, ra.Password != "")
 	}
 	r := c.Redis[0]
 	if r.Announce != "127.0.0.1:6379" || r.Service != "redis" {
@@ -105,6 +110,9 @@ func TestProblems(t *testing.T) {
 		{"secret file", "sentinel: {addresses: [127.0.0.1:2], password_file: /nonexistent/pw}\nredis: [{address: 127.0.0.1:1, master_name: m}]", []string{`sentinel.password_file: cannot read "/nonexistent/pw"`}},
 		{"duplicate announce", "sentinel: {addresses: [127.0.0.1:2]}\nredis: [{address: 127.0.0.1:1, master_name: m}, {address: 127.0.0.1:1, master_name: m}]", []string{`redis[1].announce: "127.0.0.1:1" is also redis[0]`}},
 		{"malformed yaml", "redis: [", []string{"malformed YAML"}},
+		{"redis_auth secret file", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {password_file: /nonexistent/rpw}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{`sentinel.redis_auth.password_file: cannot read "/nonexistent/rpw"`}},
+		{"redis_auth user without password", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {username: agent}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{`sentinel.redis_auth.username: "agent" without password_file`}},
+		{"redis_auth tls", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {tls: {ca_file: /tmp/ca.pem}}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{"sentinel.redis_auth.tls: files given but enabled is false"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,6 +60,12 @@ func (c *Config) Finish() Problems {
 		}
 	}
 	secret("sentinel.password_file", c.Sentinel.PasswordFile, &c.Sentinel.Password)
+	ra := &c.Sentinel.RedisAuth
+	if ra.Username != "" && ra.PasswordFile == "" {
+		bad("sentinel.redis_auth.username", "%q without password_file: Redis AUTH needs both", ra.Username)
+	}
+	secret("sentinel.redis_auth.password_file", ra.PasswordFile, &ra.Password)
+	checkTLS("sentinel.redis_auth.tls", ra.TLS, bad)
 	needSentinel := len(c.Redis) > 0 || len(c.Twemproxy) > 0
 	if needSentinel && len(c.Sentinel.Addresses) == 0 && c.Sentinel.ConsulService == "" {
 		bad("sentinel", "no addresses and no consul_service: the agent needs Sentinels to follow masters")

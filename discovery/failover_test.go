@@ -1,0 +1,99 @@
+package discovery
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func followPromotion(o *MonitorOptions) { o.FollowPromotion = true }
+
+// hp is addr as Sentinel writes it in an event: "ip port".
+func hp(addr string) string { return strings.Replace(addr, ":", " ", 1) }
+
+// startFailover publishes, from s, the leader's events up to the selection
+// of replica: a new epoch, the election, +selected-slave.
+func (e *monEnv) startFailover(s *fakeNode, epoch, replica string) {
+	e.t.Helper()
+	s.publish("+new-epoch", epoch)
+	s.publish("+try-failover", "master m "+hp(e.a.addr))
+	s.publish("+elected-leader", "master m "+hp(e.a.addr))
+	s.publish("+selected-slave", "slave "+replica+" "+hp(replica)+" @ m "+hp(e.a.addr))
+}
+
+// TestMonitorFollowsPromotion: with FollowPromotion, the replica the leader
+// selected is the truth as soon as it answers ROLE master, while every
+// Sentinel still names the old master; the majority then takes over.
+func TestMonitorFollowsPromotion(t *testing.T) {
+	e := newMonEnv(t, nil, followPromotion)
+	e.startFailover(e.sentinels[0], "7", e.b.addr)
+	// The replica is not promoted yet: nothing moves.
+	time.Sleep(150 * time.Millisecond) // a negative check needs a window: several ROLE attempts
+	if m := e.mon.Masters()["m"]; m.Addr != e.a.addr {
+		t.Fatalf("truth moved to %s before the replica answered master", m.Addr)
+	}
+	e.b.setRole("master", int64(20), []any{})
+	e.waitTruth("the promotion applied", e.b.addr, SourcePromotion)
+	for _, s := range e.sentinels {
+		s.setMaster("m", e.b.addr)
+	}
+	e.waitTruth("the majority caught up", e.b.addr, SourceMajority)
+	if got := e.failovers(); got != 1 {
+		t.Fatalf("failovers counted %v times, want 1", got)
+	}
+}
+
+// TestMonitorPromotionUndone: an abort, or a +switch-master naming another
+// node, undoes a promotion at once.
+func TestMonitorPromotionUndone(t *testing.T) {
+	t.Run("abort", func(t *testing.T) {
+		e := newMonEnv(t, nil, followPromotion)
+		e.b.setRole("master", int64(20), []any{})
+		e.startFailover(e.sentinels[0], "7", e.b.addr)
+		e.waitTruth("the promotion applied", e.b.addr, SourcePromotion)
+		e.sentinels[0].publish("-failover-abort-no-good-slave", "master m "+hp(e.a.addr))
+		e.waitTruth("the old master back", e.a.addr, SourceMajority)
+		e.waitFor("promotion-undone journalled", func() error {
+			for _, ev := range e.journal.Events() {
+				if ev.Type == "promotion-undone" {
+					return nil
+				}
+			}
+			return errors.New("not yet")
+		})
+	})
+	t.Run("switch elsewhere", func(t *testing.T) {
+		e := newMonEnv(t, nil, followPromotion)
+		e.b.setRole("master", int64(20), []any{})
+		e.startFailover(e.sentinels[0], "7", e.b.addr)
+		e.waitTruth("the promotion applied", e.b.addr, SourcePromotion)
+		e.c.setRole("master", int64(30), []any{})
+		e.sentinels[1].publish("+switch-master", switchPayload(e.a.addr, e.c.addr))
+		e.waitTruth("the switch to c", e.c.addr, SourceSwitchMaster)
+	})
+	t.Run("not the leader", func(t *testing.T) {
+		e := newMonEnv(t, nil, followPromotion)
+		e.b.setRole("master", int64(20), []any{})
+		e.startFailover(e.sentinels[0], "7", e.b.addr)
+		e.waitTruth("the promotion applied", e.b.addr, SourcePromotion)
+		// Another Sentinel's abort of its own (lost) attempt changes nothing.
+		e.sentinels[1].publish("-failover-abort-not-elected", "master m "+hp(e.a.addr))
+		time.Sleep(150 * time.Millisecond) // a negative check needs a window: one poll
+		if m := e.mon.Masters()["m"]; m.Addr != e.b.addr || m.Source != SourcePromotion {
+			t.Fatalf("truth after another Sentinel's abort: %+v", m)
+		}
+	})
+}
+
+// TestMonitorPromotionOff: without FollowPromotion the Monitor waits for the
+// announcement, as before.
+func TestMonitorPromotionOff(t *testing.T) {
+	e := newMonEnv(t, nil)
+	e.b.setRole("master", int64(20), []any{})
+	e.startFailover(e.sentinels[0], "7", e.b.addr)
+	time.Sleep(200 * time.Millisecond) // a negative check needs a window: two polls
+	if m := e.mon.Masters()["m"]; m.Addr != e.a.addr || m.Source != SourceMajority {
+		t.Fatalf("truth moved without FollowPromotion: %+v", m)
+	}
+}
