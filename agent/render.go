@@ -9,8 +9,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
-	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
 

@@ -1029,7 +1029,10 @@ type twHelperConfig struct {
 	Sentinels  []string `json:"sentinels"`
 	ConfigFile string   `json:"config_file"`
 	Argv       []string `json:"argv"`
-	Nutcracker string   `json:"nutcracker"`
+	// CrashPoint is the step of a config write at which the helper
+	// SIGKILLs itself (see twemproxy.WriteOptions.CrashPoint); empty: none.
+	CrashPoint string `json:"crash_point,omitempty"`
+	Nutcracker string `json:"nutcracker"`
 }
 
 // TestTwemproxyHelperAgent is the agent process that testAgentKilledMidWrite
@@ -1063,7 +1066,13 @@ func TestTwemproxyHelperAgent(t *testing.T) {
 	r, err := twemproxy.New(twemproxy.Options{
 		Name: "helper", Node: "tw-helper", ConfigFile: cfg.ConfigFile, NutcrackerBin: cfg.Nutcracker,
 		Restart: twemproxy.RestartOptions{Mode: twemproxy.ModeSupervise, Command: cfg.Argv},
-		Masters: twTruth{mon}, Logger: logger,
+		Masters: twTruth{mon}, Logger: logger, Metrics: telemetry.Discard(),
+		CrashPoint: func(step string) {
+			if step == cfg.CrashPoint {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -1106,14 +1115,14 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 	if !want.Changed() {
 		t.Fatal("the stale file is not stale")
 	}
-	cfg, _ := json.Marshal(twHelperConfig{
-		Sentinels: e.sentinels(), ConfigFile: file, Nutcracker: e.nc,
-		Argv: []string{e.nc, "-c", file, "-s", strconv.Itoa(ports[2]), "-a", ip, "-o", filepath.Join(dir, "nutcracker.log")},
-	})
-	start := func(name string, env ...string) *sandbox.Process {
+	start := func(name, crashPoint string) *sandbox.Process {
+		cfg, _ := json.Marshal(twHelperConfig{
+			Sentinels: e.sentinels(), ConfigFile: file, Nutcracker: e.nc, CrashPoint: crashPoint,
+			Argv: []string{e.nc, "-c", file, "-s", strconv.Itoa(ports[2]), "-a", ip, "-o", filepath.Join(dir, "nutcracker.log")},
+		})
 		p, err := e.c.Start(sandbox.ProcessSpec{
 			Name: name, Argv: []string{os.Args[0], "-test.run=^TestTwemproxyHelperAgent$", "-test.v"},
-			Env: append([]string{twHelperEnv + "=" + string(cfg)}, env...),
+			Env: []string{twHelperEnv + "=" + string(cfg)},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -1144,11 +1153,11 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 	}
 
 	// Killed after the new content is on disk in the temp file: old file.
-	p1 := start("agent-crash-1", twemproxy.CrashPointEnv+"=after-temp-write")
+	p1 := start("agent-crash-1", "after-temp-write")
 	waitKilled(p1)
 	check("a kill before the rename", stale)
 	// Killed right after the rename: the new file, and no proxy restarted.
-	p2 := start("agent-crash-2", twemproxy.CrashPointEnv+"=after-rename")
+	p2 := start("agent-crash-2", "after-rename")
 	waitKilled(p2)
 	check("a kill after the rename", string(want.Desired))
 	if b, _ := os.ReadFile(file + twemproxy.BackupSuffix); string(b) != stale {
@@ -1159,7 +1168,7 @@ func (e *twEnv) testAgentKilledMidWrite(t *testing.T) {
 		t.Errorf("no pending-restart marker after a kill between rename and restart: %v", err)
 	}
 	// The next agent starts nutcracker on the new file and cleans up.
-	p3 := start("agent-3")
+	p3 := start("agent-3", "")
 	if err := sandbox.Poll(e.ctx, "helper proxy serving", func(ctx context.Context) error {
 		_, err := twDo(ctx, alpha, "PING")
 		return err

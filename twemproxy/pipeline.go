@@ -106,7 +106,7 @@ func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
 		}
 		var checkErr error
 		wrote, err := WriteAtomic(r.o.ConfigFile, rd.Desired, WriteOptions{
-			Backup: true,
+			Backup: true, CrashPoint: r.o.CrashPoint,
 			Check: func(tmp string) error {
 				vctx, cancel := context.WithTimeout(ctx, r.o.ValidateTimeout)
 				defer cancel()

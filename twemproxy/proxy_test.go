@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // nutcrackerSetup writes a one-pool config and returns it, the pool and the
@@ -183,7 +185,7 @@ func TestRunnerSupervisesNutcracker(t *testing.T) {
 	r, err := New(Options{
 		Name: "main", Node: "n1", ConfigFile: file, NutcrackerBin: argv[0],
 		Restart: RestartOptions{Mode: ModeSupervise, Command: argv, StopTimeout: 2 * time.Second},
-		Masters: src, Registry: reg,
+		Masters: src, Registry: reg, Metrics: telemetry.Discard(),
 		CheckInterval: 20 * time.Millisecond, RetryMin: 20 * time.Millisecond,
 		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}),
 	})

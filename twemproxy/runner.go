@@ -148,9 +148,15 @@ type Options struct {
 	StableAfter        time.Duration
 
 	// Logger is the parent logger; the runner logs under the twemproxy name.
-	Logger  hclog.Logger
+	Logger hclog.Logger
+	// Metrics is required: the agent's registry, or telemetry.Discard()
+	// where nobody scrapes (render, tests).
 	Metrics *telemetry.Metrics
 	Journal *telemetry.Journal
+
+	// CrashPoint is passed to every config write (WriteOptions.CrashPoint):
+	// the crash tests kill the process there. nil in the agent.
+	CrashPoint func(step string)
 }
 
 // Runner keeps one twemproxy on the Sentinel truth (DESIGN §7). A single
@@ -182,6 +188,9 @@ func New(o Options) (*Runner, error) {
 	}
 	if o.Masters == nil {
 		return nil, errors.New("twemproxy: a master source is required")
+	}
+	if o.Metrics == nil {
+		return nil, errors.New("twemproxy: metrics are required (telemetry.Discard() where nobody scrapes them)")
 	}
 	if o.Name == "" {
 		o.Name = strings.TrimSuffix(filepath.Base(o.ConfigFile), filepath.Ext(o.ConfigFile))
@@ -222,9 +231,6 @@ func New(o Options) (*Runner, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
-	}
-	if o.Metrics == nil {
-		o.Metrics = telemetry.Discard()
 	}
 	r := &Runner{
 		o:   o,

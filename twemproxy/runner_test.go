@@ -439,23 +439,25 @@ func TestRunnerTemplateMode(t *testing.T) {
 
 func TestNewRunnerOptions(t *testing.T) {
 	src := newFakeSource(nil)
+	m := telemetry.Discard()
 	for _, tc := range []struct {
 		name string
 		o    Options
 		want string
 	}{
-		{"no file", Options{Masters: src}, "config file is required"},
-		{"no source", Options{ConfigFile: "/x.yml"}, "master source is required"},
-		{"wait order", Options{ConfigFile: "/x.yml", Masters: src, Wait: Wait{Min: 2 * time.Second, Max: time.Second}}, "min 2s is greater than max 1s"},
-		{"mode", Options{ConfigFile: "/x.yml", Masters: src, Restart: RestartOptions{Mode: "reboot"}}, `restart mode "reboot"`},
-		{"command", Options{ConfigFile: "/x.yml", Masters: src, Restart: RestartOptions{Mode: ModeCommand}}, "needs a command"},
-		{"daemonize", Options{ConfigFile: "/x.yml", Masters: src, Restart: RestartOptions{Command: []string{"nutcracker", "-d"}}}, "daemonizes"},
+		{"no file", Options{Masters: src, Metrics: m}, "config file is required"},
+		{"no source", Options{ConfigFile: "/x.yml", Metrics: m}, "master source is required"},
+		{"no metrics", Options{ConfigFile: "/x.yml", Masters: src}, "metrics are required"},
+		{"wait order", Options{ConfigFile: "/x.yml", Masters: src, Metrics: m, Wait: Wait{Min: 2 * time.Second, Max: time.Second}}, "min 2s is greater than max 1s"},
+		{"mode", Options{ConfigFile: "/x.yml", Masters: src, Metrics: m, Restart: RestartOptions{Mode: "reboot"}}, `restart mode "reboot"`},
+		{"command", Options{ConfigFile: "/x.yml", Masters: src, Metrics: m, Restart: RestartOptions{Mode: ModeCommand}}, "needs a command"},
+		{"daemonize", Options{ConfigFile: "/x.yml", Masters: src, Metrics: m, Restart: RestartOptions{Command: []string{"nutcracker", "-d"}}}, "daemonizes"},
 	} {
 		if _, err := New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
 		}
 	}
-	r, err := New(Options{ConfigFile: "/etc/nutcracker/edge.yml", Masters: src})
+	r, err := New(Options{ConfigFile: "/etc/nutcracker/edge.yml", Masters: src, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,28 +19,6 @@ const BackupSuffix = ".rca-backup"
 // ones a crash left behind.
 const tempInfix = ".rca-tmp-"
 
-// CrashPointEnv names the environment variable that makes the process
-// SIGKILL itself at a point of a rewrite ("after-temp-write",
-// "after-backup", "after-rename"). It exists for the integration test that
-// proves a killed agent leaves the old or the new file, never a mix; unset,
-// it costs one getenv per write.
-const CrashPointEnv = "RCA_TEST_CRASH_POINT"
-
-// testCrashHook, when set by unit tests, is called at each crash point
-// instead of the environment check.
-var testCrashHook func(point string)
-
-func crashPoint(point string) {
-	if testCrashHook != nil {
-		testCrashHook(point)
-		return
-	}
-	if os.Getenv(CrashPointEnv) == point {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // the signal is on its way
-	}
-}
-
 // WriteOptions tune WriteAtomic.
 type WriteOptions struct {
 	// Backup keeps the current file as path+BackupSuffix before replacing
@@ -50,6 +28,11 @@ type WriteOptions struct {
 	// renamed into place; an error leaves the real file untouched. The
 	// pipeline runs nutcracker --test-conf here.
 	Check func(tmp string) error
+	// CrashPoint, when set, is called at each step after which a crash
+	// must leave the old or the new file: "after-temp-write",
+	// "after-backup", "after-rename". Tests kill the process there to
+	// prove it; nil in the agent.
+	CrashPoint func(step string)
 }
 
 // WriteAtomic replaces path with data so that a reader, or a crash at any
@@ -61,6 +44,11 @@ type WriteOptions struct {
 // A symlinked config (a common way to switch configs) stays a symlink: the
 // file it points to is replaced, in its own directory.
 func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err error) {
+	crashPoint := func(step string) {
+		if o.CrashPoint != nil {
+			o.CrashPoint(step)
+		}
+	}
 	path = resolveLink(path)
 	cur, err := os.ReadFile(path)
 	exists := err == nil
@@ -114,7 +102,7 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 		crashPoint("after-backup")
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return false, fmt.Errorf("replace %s: %w", path, err)
+		return false, pathError("replace", path, err)
 	}
 	keep = true
 	crashPoint("after-rename")
@@ -129,13 +117,13 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 func writeTemp(dir, base string, data []byte, mode fs.FileMode, like os.FileInfo, sync bool) (string, error) {
 	f, err := os.CreateTemp(dir, "."+base+tempInfix+"*")
 	if err != nil {
-		return "", fmt.Errorf("create temp file beside %s: %w", base, err)
+		return "", pathError("create a temp file in", dir, err)
 	}
 	name := f.Name()
 	fail := func(err error) (string, error) {
 		f.Close()
 		os.Remove(name)
-		return "", fmt.Errorf("write %s: %w", name, err)
+		return "", pathError("write", name, err)
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
@@ -155,20 +143,36 @@ func writeTemp(dir, base string, data []byte, mode fs.FileMode, like os.FileInfo
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(name)
-		return "", fmt.Errorf("write %s: %w", name, err)
+		return "", pathError("write", name, err)
 	}
 	return name, nil
+}
+
+// pathError says what was being done to which file, once: the *fs.PathError
+// of a failed call names the file already, so its path and operation are
+// replaced rather than repeated ("write X: write X: no space left on
+// device"). errors.Is still sees the errno.
+func pathError(op, name string, err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
 }
 
 // syncFile flushes a written file to disk.
 func syncFile(name string) error {
 	f, err := os.Open(name)
 	if err != nil {
-		return fmt.Errorf("sync %s: %w", name, err)
+		return pathError("open", name, err)
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", name, err)
+		return pathError("sync", name, err)
 	}
 	return nil
 }
@@ -183,7 +187,7 @@ func backup(path, dir, base string, cur []byte, mode fs.FileMode) error {
 	if err := os.Link(path, link); err == nil {
 		if err := os.Rename(link, dst); err != nil {
 			os.Remove(link)
-			return fmt.Errorf("keep backup %s: %w", dst, err)
+			return pathError("keep backup", dst, err)
 		}
 		return nil
 	}
@@ -193,7 +197,7 @@ func backup(path, dir, base string, cur []byte, mode fs.FileMode) error {
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("keep backup %s: %w", dst, err)
+		return pathError("keep backup", dst, err)
 	}
 	return nil
 }
@@ -201,11 +205,11 @@ func backup(path, dir, base string, cur []byte, mode fs.FileMode) error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+		return pathError("open", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("sync %s: %w", dir, err)
+		return pathError("sync", dir, err)
 	}
 	return nil
 }

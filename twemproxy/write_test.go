@@ -112,19 +112,18 @@ func TestWriteAtomicCrashPoints(t *testing.T) {
 			if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			testCrashHook = func(p string) {
+			stop := func(p string) {
 				if p == tc.point {
 					panic(crash{})
 				}
 			}
-			defer func() { testCrashHook = nil }()
 			func() {
 				defer func() {
 					if r := recover(); r != (crash{}) {
 						t.Fatalf("no crash at %s: %v", tc.point, r)
 					}
 				}()
-				_, _ = WriteAtomic(path, []byte("new\n"), WriteOptions{Backup: true})
+				_, _ = WriteAtomic(path, []byte("new\n"), WriteOptions{Backup: true, CrashPoint: stop})
 			}()
 			assertFile(t, path, tc.want)
 			if tc.backup != "" {
@@ -138,11 +137,22 @@ func TestWriteAtomicCrashPoints(t *testing.T) {
 	}
 }
 
-// TestWriteAtomicSIGKILL kills a real process through CrashPointEnv in the
-// middle of a write.
+// writeCrashEnv names the crash point at which the helper process of
+// TestWriteAtomicSIGKILL kills itself.
+const writeCrashEnv = "RCA_TEST_WRITE_CRASH_POINT"
+
+// TestWriteAtomicSIGKILL kills a real process (this test binary, re-run as
+// a helper) in the middle of a write.
 func TestWriteAtomicSIGKILL(t *testing.T) {
 	if dir := os.Getenv("RCA_TEST_WRITE_HELPER"); dir != "" {
-		_, err := WriteAtomic(filepath.Join(dir, "nc.yml"), []byte("new\n"), WriteOptions{Backup: true})
+		point := os.Getenv(writeCrashEnv)
+		kill := func(p string) {
+			if p == point {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		}
+		_, err := WriteAtomic(filepath.Join(dir, "nc.yml"), []byte("new\n"), WriteOptions{Backup: true, CrashPoint: kill})
 		t.Fatalf("survived the crash point: %v", err)
 	}
 	for _, tc := range []struct{ point, want string }{
@@ -157,7 +167,7 @@ func TestWriteAtomicSIGKILL(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestWriteAtomicSIGKILL$")
-			cmd.Env = append(os.Environ(), "RCA_TEST_WRITE_HELPER="+dir, CrashPointEnv+"="+tc.point)
+			cmd.Env = append(os.Environ(), "RCA_TEST_WRITE_HELPER="+dir, writeCrashEnv+"="+tc.point)
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
