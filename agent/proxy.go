@@ -81,13 +81,17 @@ func (a *Agent) proxyStatus() []status.Proxy {
 		p := status.Proxy{
 			Name: st.Name, ConfigFile: st.ConfigFile, ConfigHash: st.ConfigSHA256, Mode: st.Mode,
 			Restarts: st.Restarts, Rollbacks: st.Rollbacks, LastError: st.LastError,
+			FailedRuns: st.Failures, WrongSince: st.WrongSince,
+		}
+		if !st.WrongSince.IsZero() {
+			p.WrongFor = time.Since(st.WrongSince)
 		}
 		if lr := st.LastRestart; lr != nil {
 			p.LastRestart = &status.Restart{At: lr.At, Duration: ms(lr.DurationMS), Result: lr.Result, Reason: lr.Reason}
 			p.Blackout = ms(lr.BlackoutMS)
 		}
 		for _, pool := range st.Pools {
-			ps := status.Pool{Name: pool.Name, Listen: pool.Listen, ServiceID: pool.ServiceID, Status: pool.Health, Why: pool.Output}
+			ps := status.Pool{Name: pool.Name, Listen: pool.Listen, ServiceID: pool.ServiceID, Status: pool.Health, Why: pool.Output, WrongSince: pool.WrongSince}
 			for _, s := range pool.Servers {
 				srv := status.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight, Matches: s.Matches}
 				if !s.Matches {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -16,6 +18,7 @@ type checkInput struct {
 	gen        uint64
 	runningSHA string
 	lastErr    string
+	wrongSince time.Time // the loop's: when a failed run left the proxy wrong
 	services   map[string]Service
 }
 
@@ -28,11 +31,11 @@ type checkResult struct {
 	err      error
 }
 
-var idUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
-
-// ServiceID is the Consul service ID of a pool: twemproxy-<node>-<pool>.
+// ServiceID is the Consul service ID of a pool: twemproxy-<node>-<pool>,
+// unique per node and pool whatever the service is named, so that two
+// proxies of one node never overwrite each other's registration.
 func ServiceID(node, pool string) string {
-	return "twemproxy-" + idUnsafe.ReplaceAllString(node, "-") + "-" + idUnsafe.ReplaceAllString(pool, "-")
+	return consulname.PoolID(consulname.Twemproxy, node, pool)
 }
 
 // check pings every pool, compares its servers with the truth and updates
@@ -134,7 +137,7 @@ func (r *Runner) service(p Pool) (Service, bool) {
 		ID:      ServiceID(r.o.Node, p.Name),
 		Name:    r.o.Service,
 		Tags:    []string{p.Name},
-		Meta:    map[string]string{"proxy": r.o.Name, "pool": p.Name},
+		Meta:    map[string]string{consulname.MetaProxy: r.o.Name, consulname.MetaPool: p.Name},
 		Address: addr,
 		Port:    port,
 	}, true
@@ -149,13 +152,14 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		ss := ServerStatus{Name: s.Name, Addr: s.Addr(), Weight: s.Weight, Matches: true}
 		if m, ok := masters[s.Name]; ok && s.Name != "" {
 			managed++
-			ss.Truth = normalAddr(m.Addr)
-			ss.Matches = ss.Truth == ss.Addr
+			ss.Truth = addr.Normalize(m.Addr)
+			ss.Matches = r.sameNode(ctx, m.Addr, ss.Addr)
 			switch {
 			case m.Stale:
 				stale = append(stale, s.Name)
 			case !ss.Matches:
 				wrong = append(wrong, fmt.Sprintf("%s is %s but Sentinel says %s", s.Name, ss.Addr, ss.Truth))
+				ps.WrongSince = earliest(ps.WrongSince, m.Since)
 			}
 		}
 		ps.Servers = append(ps.Servers, ss)
@@ -167,6 +171,10 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 	}
 	switch {
 	case len(wrong) > 0:
+		ps.WrongSince = earliest(ps.WrongSince, in.wrongSince)
+		if ps.WrongSince.IsZero() {
+			ps.WrongSince = time.Now()
+		}
 		ps.Health = HealthWarning
 		ps.Output = fmt.Sprintf("pool %s answers, but %s", p.Name, strings.Join(wrong, "; "))
 		if in.lastErr != "" {
@@ -174,6 +182,9 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		} else {
 			ps.Output += " (rewrite pending)"
 		}
+		// The time, not the duration: an output that changed every
+		// check would be a Consul write every check.
+		ps.Output += "; the proxy has been wrong since " + ps.WrongSince.UTC().Format("2006-01-02T15:04:05.000Z")
 	case len(stale) > 0:
 		ps.Health = HealthWarning
 		ps.Output = fmt.Sprintf("pool %s answers, but the Sentinels have not confirmed %s lately; keeping the last known addresses", p.Name, strings.Join(stale, ", "))
@@ -209,6 +220,17 @@ func (r *Runner) applyCheck(s *loop, res checkResult) {
 	if r.child != nil {
 		r.status.PID = r.child.PID()
 	}
+}
+
+// earliest is the earlier of two times, a zero time being none.
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
 }
 
 func cloneServices(m map[string]Service) map[string]Service {

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // Change is one server moved to a new master address by a rewrite.
@@ -72,17 +74,14 @@ func Edit(src []byte, masters map[string]string) (out []byte, changed []Change, 
 			if !ok || s.Name == "" {
 				continue
 			}
-			if normalAddr(want) == s.Addr() {
+			if addr.Same(want, s.Addr()) {
 				continue
 			}
-			to, err := twemAddr(want)
+			to, err := addr.Twemproxy(want)
 			if err != nil {
-				return nil, nil, fmt.Errorf("pool %q: server %d %q: %w", e.name, i+1, s.Name, err)
+				return nil, nil, fmt.Errorf("pool %q: server %d %q: master %w", e.name, i+1, s.Name, err)
 			}
-			if normalAddr(to) == s.Addr() {
-				continue
-			}
-			changed = append(changed, Change{Pool: e.name, Index: i, Name: s.Name, From: s.Addr(), To: normalAddr(to), Line: n.Line})
+			changed = append(changed, Change{Pool: e.name, Index: i, Name: s.Name, From: s.Addr(), To: addr.Normalize(to), Line: n.Line})
 			if !seen[n] {
 				seen[n] = true
 				edits = append(edits, edit{node: n, span: span, addr: to})

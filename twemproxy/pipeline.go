@@ -231,7 +231,13 @@ func (r *Runner) finishRun(s *loop, res runResult) {
 		s.runningSHA = res.runningSHA
 	}
 	if res.noop {
-		s.failures, s.lastErr = 0, ""
+		// The file is what the truth wants (it changed back, or
+		// another run wrote it): nothing left to retry.
+		s.failures, s.lastErr, s.wrongSince = 0, "", time.Time{}
+		s.retry.Reset()
+		r.mu.Lock()
+		r.status.Failures, r.status.WrongSince = 0, time.Time{}
+		r.mu.Unlock()
 		return
 	}
 	// Only a run that acted marks a burst; a no-op must not delay the next
@@ -260,38 +266,21 @@ func (r *Runner) finishRun(s *loop, res runResult) {
 	if res.err != nil && errors.Is(res.err, context.Canceled) {
 		r.log.Debug("pipeline interrupted by shutdown", "step", res.step)
 	} else if res.err != nil {
-		s.failures++
-		delay := backoff(s.failures, r.o.RetryMin, r.o.RetryMax)
-		s.notBefore = time.Now().Add(delay)
-		s.dirty = true
-		if res.proxyDown {
-			// No proxy is known to serve: the retry restarts it even
-			// if the file then looks current.
-			s.force, s.why = true, "retry"
-			s.runningSHA = ""
-		}
-		rs.Result, rs.Step, rs.Error = "failed", res.step, res.err.Error()
-		if res.rollback != nil && res.rollback.err == nil {
-			rs.Result = "rolled-back"
-		}
-		r.o.Metrics.ProxyPipelineFailures.WithLabelValues(r.o.Name, res.step).Inc()
-		msg := fmt.Sprintf("%s failed: %v", res.step, res.err)
-		r.noteError(s, msg)
-		r.log.Error("pipeline failed", "step", res.step, "error", res.err,
-			"changes", describe(res.changes), "rolled_back", rs.Result == "rolled-back",
-			"proxy_down", res.proxyDown, "retry_in", delay.Round(time.Millisecond))
-		typ := "failure"
-		if res.rollback != nil {
-			typ = "rollback"
-		}
-		r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: typ, Subject: r.o.Name, Detail: msg, Level: "error"})
+		r.runFailed(s, res, rs)
 	} else {
-		s.failures = 0
-		s.lastErr = ""
-		r.reportSuccess(res)
+		wrongFor := time.Duration(0)
+		if !s.wrongSince.IsZero() {
+			wrongFor = res.end.Sub(s.wrongSince)
+		}
+		retries := s.failures
+		s.failures, s.lastErr, s.wrongSince = 0, "", time.Time{}
+		s.retry.Reset()
+		r.reportSuccess(res, retries, wrongFor)
 	}
 	r.mu.Lock()
 	r.status.LastRun = rs
+	r.status.Failures = s.failures
+	r.status.WrongSince = s.wrongSince
 	r.mu.Unlock()
 }
 
@@ -316,7 +305,7 @@ func restartStatus(rr *restartResult, why string) *RestartStatus {
 
 // reportSuccess records reaction times, marks the failovers applied and logs
 // the figures an operator tunes against.
-func (r *Runner) reportSuccess(res runResult) {
+func (r *Runner) reportSuccess(res runResult, retries int, wrongFor time.Duration) {
 	rr := res.restart
 	if rr == nil {
 		return
@@ -340,8 +329,14 @@ func (r *Runner) reportSuccess(res runResult) {
 	if len(res.changes) > 0 {
 		detail = describe(res.changes) + "; " + detail
 	}
+	if retries > 0 {
+		detail += fmt.Sprintf("; after %d failed runs", retries)
+	}
+	if wrongFor > 0 {
+		detail += fmt.Sprintf("; the proxy disagreed with Sentinel for %s", wrongFor.Round(time.Millisecond))
+	}
 	r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: reason(res), Subject: r.o.Name, Detail: detail})
-	r.log.Info("config applied", "reason", reason(res), "changes", describe(res.changes),
+	r.log.Info("config applied", "reason", reason(res), "changes", describe(res.changes), "failed_runs", retries, "wrong_for", wrongFor,
 		"restart", rr.duration, "blackout", rr.blackout, "reaction", worst,
 		"render", res.renderTime, "validate_write", res.writeTime, "run", res.end.Sub(res.start))
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // Pool is one server pool of a twemproxy config: where it listens and the
@@ -49,13 +51,13 @@ func (s Server) Addr() string {
 
 // ListenNetwork returns the network and address to dial the pool's listener:
 // tcp host:port (an unspecified host is dialled on loopback) or unix path.
-func (p Pool) ListenNetwork() (network, addr string, err error) {
+func (p Pool) ListenNetwork() (network, address string, err error) {
 	l := strings.TrimSpace(p.Listen)
 	if strings.HasPrefix(l, "/") {
 		path, _, _ := strings.Cut(l, " ")
 		return "unix", path, nil
 	}
-	host, port, err := splitTwemAddr(l)
+	host, port, err := addr.Split(l)
 	if err != nil {
 		return "", "", fmt.Errorf("pool %q: listen %q: %w", p.Name, p.Listen, err)
 	}
@@ -71,7 +73,7 @@ func (p Pool) ListenNetwork() (network, addr string, err error) {
 
 // ListenHostPort splits a TCP listen address; ok is false for unix sockets.
 func (p Pool) ListenHostPort() (host string, port int, ok bool) {
-	h, pt, err := splitTwemAddr(strings.TrimSpace(p.Listen))
+	h, pt, err := addr.Split(strings.TrimSpace(p.Listen))
 	if err != nil || strings.HasPrefix(strings.TrimSpace(p.Listen), "/") {
 		return "", 0, false
 	}
@@ -292,66 +294,11 @@ func parseServer(v string) (Server, serverSpan, error) {
 	if strings.HasPrefix(hp, "/") {
 		s.Host = hp
 	} else {
-		host, port, err := splitTwemAddr(hp)
+		host, port, err := addr.Split(hp)
 		if err != nil {
 			return Server{}, serverSpan{}, fmt.Errorf("%w: %v", errServerForm, err)
 		}
 		s.Host, s.Port = host, port
 	}
 	return s, serverSpan{start: lead, end: lead + len(hp)}, nil
-}
-
-// splitTwemAddr splits twemproxy's "host:port" where the host may be an IPv6
-// address without brackets ("::1:6379"); brackets are accepted too.
-func splitTwemAddr(hp string) (string, int, error) {
-	pi := strings.LastIndexByte(hp, ':')
-	if pi <= 0 {
-		return "", 0, fmt.Errorf("%q has no host:port", hp)
-	}
-	host, ps := hp[:pi], hp[pi+1:]
-	port, err := strconv.Atoi(ps)
-	if err != nil || port <= 0 || port > 65535 {
-		return "", 0, fmt.Errorf("port %q is not in 1-65535", ps)
-	}
-	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		host = host[1 : len(host)-1]
-	}
-	if host == "" {
-		return "", 0, fmt.Errorf("%q has an empty host", hp)
-	}
-	return host, port, nil
-}
-
-// twemAddr turns a "host:port" of the Sentinel truth into twemproxy's form:
-// IPv6 without brackets, since nutcracker resolves the host part verbatim.
-// It refuses characters that could change the meaning of the YAML around it.
-func twemAddr(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("master address %q: %w", addr, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return "", fmt.Errorf("master address %q: port is not in 1-65535", addr)
-	}
-	if host == "" {
-		return "", fmt.Errorf("master address %q: empty host", addr)
-	}
-	for _, r := range host {
-		ok := r == '.' || r == ':' || r == '-' || r == '_' || r == '%' ||
-			(r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-		if !ok {
-			return "", fmt.Errorf("master address %q: host has %q, not allowed in a twemproxy server", addr, r)
-		}
-	}
-	return host + ":" + port, nil
-}
-
-// normalAddr returns addr as net.JoinHostPort would write it, so "::1:6379",
-// "[::1]:6379" and the truth's form compare equal; bad input is returned as is.
-func normalAddr(addr string) string {
-	host, port, err := splitTwemAddr(addr)
-	if err != nil {
-		return addr
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port))
 }

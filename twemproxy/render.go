@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
+	"maps"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // Master is where the Sentinel truth says a master name lives. The agent
@@ -62,6 +63,11 @@ type RenderOptions struct {
 	// TemplateText is template content, e.g. the embedded default; it wins
 	// over Template.
 	TemplateText string
+	// SameNode tells whether a server address of the file and a master
+	// address of the truth name one node although written differently (an
+	// IP and a host name); such a server keeps what the file has. nil:
+	// compare as written (addr.Same).
+	SameNode func(fileAddr, truthAddr string) bool
 }
 
 // Rendered is what a pipeline run would write.
@@ -86,6 +92,8 @@ func Render(o RenderOptions, masters map[string]Master) (Rendered, error) {
 }
 
 func renderFrom(o RenderOptions, cur []byte, masters map[string]Master) (Rendered, error) {
+	running, agreed := serverAddrs(cur)
+	masters = keepSameNodes(o.SameNode, masters, agreed)
 	if o.Template == "" && o.TemplateText == "" {
 		out, changes, err := Edit(cur, addrs(masters))
 		if err != nil {
@@ -102,16 +110,8 @@ func renderFrom(o RenderOptions, cur []byte, masters map[string]Master) (Rendere
 		text, name = string(b), o.Template
 	}
 	data := TemplateData{Node: o.Node, Proxy: o.Name, Masters: map[string]TemplateMaster{}}
-	running := map[string]string{}
 	if cur != nil {
 		data.Pools, _ = Pools(cur)
-		for _, p := range data.Pools {
-			for _, s := range p.Servers {
-				if s.Name != "" && s.Port != 0 {
-					running[s.Name] = s.Addr()
-				}
-			}
-		}
 	}
 	all := make(map[string]Master, len(masters)+len(running))
 	for n, a := range running {
@@ -142,6 +142,65 @@ func renderFrom(o RenderOptions, cur []byte, masters map[string]Master) (Rendere
 		out = cur
 	}
 	return Rendered{Current: cur, Desired: out, Changes: diffServers(cur, out)}, nil
+}
+
+// serverAddrs maps the names of a config's servers to their addresses:
+// last, the last server of each name; agreed, only the names whose servers
+// all have one address. Both are nil when there is no config or it does not
+// parse.
+func serverAddrs(cur []byte) (last, agreed map[string]string) {
+	if cur == nil {
+		return nil, nil
+	}
+	pools, err := Pools(cur)
+	if err != nil {
+		return nil, nil
+	}
+	last, agreed = map[string]string{}, map[string]string{}
+	split := map[string]bool{}
+	for _, p := range pools {
+		for _, s := range p.Servers {
+			if s.Name == "" || s.Port == 0 {
+				continue
+			}
+			if prev, ok := last[s.Name]; ok && prev != s.Addr() {
+				split[s.Name] = true
+			}
+			last[s.Name] = s.Addr()
+		}
+	}
+	for n, a := range last {
+		if !split[n] {
+			agreed[n] = a
+		}
+	}
+	return last, agreed
+}
+
+// keepSameNodes returns masters with the address of each master that the
+// file already names by another address of the same node replaced by the
+// file's, so that neither Edit nor a template rewrites it. file holds the
+// names whose servers agree on one address.
+func keepSameNodes(same func(a, b string) bool, masters map[string]Master, file map[string]string) map[string]Master {
+	if same == nil || len(file) == 0 {
+		return masters
+	}
+	var out map[string]Master
+	for n, m := range masters {
+		a, ok := file[n]
+		if !ok || m.Stale || addr.Same(a, m.Addr) || !same(a, m.Addr) {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(masters)
+		}
+		m.Addr = a
+		out[n] = m
+	}
+	if out == nil {
+		return masters
+	}
+	return out
 }
 
 // ExecuteTemplate runs a twemproxy config template. Besides the data it
@@ -186,13 +245,12 @@ func ExecuteTemplate(name, text string, data TemplateData) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func templateMaster(name, addr string) (TemplateMaster, error) {
-	tw, err := twemAddr(addr)
+func templateMaster(name, a string) (TemplateMaster, error) {
+	tw, err := addr.Twemproxy(a)
 	if err != nil {
-		return TemplateMaster{}, err
+		return TemplateMaster{}, fmt.Errorf("master %s: %w", name, err)
 	}
-	host, ps, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(ps)
+	host, port, _ := addr.Split(a)
 	return TemplateMaster{Name: name, Host: host, Port: port, Addr: tw}, nil
 }
 

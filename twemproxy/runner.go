@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/backoff"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -146,6 +147,22 @@ type Options struct {
 	// after StableAfter (default 10s) of running is restarted at once.
 	RetryMin, RetryMax time.Duration
 	StableAfter        time.Duration
+	// UrgentRetry is the retry interval (jittered down to half of it) of
+	// a run that failed before touching the proxy (render, write,
+	// validate: a full disk, say) while the proxy still sends a shard to
+	// an address the truth has moved away from (default 500ms). That is an
+	// emergency, not a blip: it is retried at this pace for as long as it
+	// lasts, not at a backoff that grows to RetryMax.
+	UrgentRetry time.Duration
+
+	// Resolver looks up server host names to tell whether a file's IP and
+	// the truth's host name (or the reverse) are one node, which is not
+	// rewritten (default: the system's). ResolveTimeout bounds a lookup
+	// (default 500ms); ResolveCache is how long a result is kept (default
+	// 5s).
+	Resolver       Resolver
+	ResolveTimeout time.Duration
+	ResolveCache   time.Duration
 
 	// Logger is the parent logger; the runner logs under the twemproxy name.
 	Logger hclog.Logger
@@ -169,6 +186,7 @@ type Runner struct {
 	proxy  Proxy
 	child  childWatcher // nil unless the proxy is our child
 	render RenderOptions
+	names  *nodeNames
 	mode   string
 
 	// gen grows when a pipeline run starts; a health check that began
@@ -202,7 +220,7 @@ func New(o Options) (*Runner, error) {
 		o.NutcrackerBin = "nutcracker"
 	}
 	if o.Service == "" {
-		o.Service = "twemproxy"
+		o.Service = consulname.Twemproxy
 	}
 	if o.Wait.Min < 0 || o.Wait.Max < 0 {
 		return nil, fmt.Errorf("twemproxy %s: wait: negative durations", o.Name)
@@ -226,6 +244,12 @@ func New(o Options) (*Runner, error) {
 	setDefault(&o.RetryMin, 500*time.Millisecond)
 	setDefault(&o.RetryMax, 30*time.Second)
 	setDefault(&o.StableAfter, 10*time.Second)
+	setDefault(&o.UrgentRetry, 500*time.Millisecond)
+	setDefault(&o.ResolveTimeout, 500*time.Millisecond)
+	setDefault(&o.ResolveCache, 5*time.Second)
+	if o.Resolver == nil {
+		o.Resolver = defaultResolver
+	}
 	if o.RetryMax < o.RetryMin {
 		o.RetryMax = o.RetryMin
 	}
@@ -233,12 +257,14 @@ func New(o Options) (*Runner, error) {
 		o.Logger = hclog.NewNullLogger()
 	}
 	r := &Runner{
-		o:   o,
-		log: o.Logger.Named(telemetry.LogTwemproxy).With("proxy", o.Name),
-		render: RenderOptions{
-			Name: o.Name, Node: o.Node, ConfigFile: o.ConfigFile,
-			Template: o.Template, TemplateText: o.TemplateText,
-		},
+		o:     o,
+		log:   o.Logger.Named(telemetry.LogTwemproxy).With("proxy", o.Name),
+		names: newNodeNames(o.Resolver, o.ResolveTimeout, o.ResolveCache),
+	}
+	r.render = RenderOptions{
+		Name: o.Name, Node: o.Node, ConfigFile: o.ConfigFile,
+		Template: o.Template, TemplateText: o.TemplateText,
+		SameNode: func(a, b string) bool { return r.names.same(context.Background(), a, b) },
 	}
 	switch {
 	case o.Proxy != nil:
@@ -276,6 +302,10 @@ func setDefault(d *time.Duration, v time.Duration) {
 	}
 }
 
+// sameNode reports whether a server address and a master address name the
+// same node (see nodeNames).
+func (r *Runner) sameNode(ctx context.Context, a, b string) bool { return r.names.same(ctx, a, b) }
+
 // Status returns a snapshot of the proxy, its pools and the last runs.
 func (r *Runner) Status() Status {
 	r.mu.Lock()
@@ -302,8 +332,16 @@ type loop struct {
 	quietUntil time.Time
 	deadline   time.Time
 	notBefore  time.Time
-	failures   int
-	deaths     int
+	// failures counts the failed runs since the last one that succeeded;
+	// retry is their backoff, crashes that of a dying child (deaths in a
+	// row).
+	failures int
+	retry    backoff.Backoff
+	deaths   int
+	crashes  backoff.Backoff
+	// wrongSince is when the truth moved a server that the proxy still
+	// uses (a failed rewrite); zero while the proxy agrees with it.
+	wrongSince time.Time
 	runningSHA string
 	lastErr    string
 	checking   bool
@@ -335,7 +373,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := CleanTemp(r.o.ConfigFile); err != nil {
 		r.log.Warn("cannot remove temp files of an interrupted rewrite", "error", err)
 	}
-	s := &loop{dirty: true, force: r.child != nil, why: "start", services: map[string]Service{}}
+	s := &loop{
+		dirty: true, force: r.child != nil, why: "start", services: map[string]Service{},
+		retry:   backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
+		crashes: backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
+	}
 	if _, err := os.Stat(pendingMarker(r.o.ConfigFile)); err == nil {
 		// The last agent rewrote the file but died before the proxy
 		// loaded it: restart even though the file looks current.
@@ -362,7 +404,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return
 		}
 		s.checking, s.checkAgain = true, false
-		in := checkInput{gen: r.gen.Load(), runningSHA: s.runningSHA, lastErr: s.lastErr, services: cloneServices(s.services)}
+		in := checkInput{gen: r.gen.Load(), runningSHA: s.runningSHA, lastErr: s.lastErr, wrongSince: s.wrongSince, services: cloneServices(s.services)}
 		go func() { checkDone <- r.check(ctx, in) }()
 	}
 
@@ -467,10 +509,11 @@ func (r *Runner) onChildExit(s *loop) {
 	uptime := time.Since(r.child.Started())
 	if uptime >= r.o.StableAfter {
 		s.deaths = 0
+		s.crashes.Reset()
 	}
 	delay := time.Duration(0)
 	if s.deaths > 0 {
-		delay = backoff(s.deaths, r.o.RetryMin, r.o.RetryMax)
+		delay = s.crashes.Next()
 	}
 	s.deaths++
 	msg := fmt.Sprintf("nutcracker exited (%v) after %s", exitErr, uptime.Round(time.Millisecond))
@@ -481,17 +524,6 @@ func (r *Runner) onChildExit(s *loop) {
 	s.force, s.why = true, "crash"
 	s.runningSHA = ""
 	s.notBefore = time.Now().Add(delay)
-}
-
-// backoff is capped exponential with ±20% jitter: n=1 gives about min.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	j := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	return max(j, time.Millisecond)
 }
 
 func (r *Runner) noteError(s *loop, msg string) {

@@ -24,9 +24,17 @@ type Status struct {
 	LastRestart *RestartStatus `json:"last_restart,omitempty"`
 	LastError   string         `json:"last_error,omitempty"`
 	LastErrorAt time.Time      `json:"last_error_at,omitzero"`
-	Runs        int            `json:"runs"`
-	Restarts    int            `json:"restarts"`
-	Rollbacks   int            `json:"rollbacks"`
+	// Failures counts the failed runs since the last one that succeeded;
+	// each is retried (see Options.UrgentRetry).
+	Failures int `json:"failures"`
+	// WrongSince is when the truth moved a server that the proxy still
+	// uses because a rewrite failed; zero while the proxy agrees with
+	// Sentinel. An operator reads how long clients have been sent to an
+	// old master from it.
+	WrongSince time.Time `json:"wrong_since,omitzero"`
+	Runs       int       `json:"runs"`
+	Restarts   int       `json:"restarts"`
+	Rollbacks  int       `json:"rollbacks"`
 }
 
 // PoolStatus is one pool and its Consul check.
@@ -37,6 +45,9 @@ type PoolStatus struct {
 	Health    string         `json:"health"` // passing, warning, critical
 	Output    string         `json:"output"`
 	Servers   []ServerStatus `json:"servers"`
+	// WrongSince is when the agent learnt the earliest master address
+	// that the pool does not use yet; zero while every server matches.
+	WrongSince time.Time `json:"wrong_since,omitzero"`
 }
 
 // ServerStatus is one server of a pool compared with the Sentinel truth.

@@ -82,6 +82,12 @@ type Proxy struct {
 	Rollbacks   int           `json:"rollbacks"`
 	LastError   string        `json:"last_error,omitempty"`
 	Blackout    time.Duration `json:"last_blackout_ns"`
+	// FailedRuns counts the failed rewrites since the last that succeeded.
+	FailedRuns int `json:"failed_runs"`
+	// WrongSince is when the truth moved a server this proxy still uses
+	// (a failed rewrite); WrongFor how long that is at the snapshot.
+	WrongSince time.Time     `json:"wrong_since,omitzero"`
+	WrongFor   time.Duration `json:"wrong_for_ns,omitempty"`
 }
 
 // Pool is one twemproxy pool.
@@ -92,6 +98,9 @@ type Pool struct {
 	Status    string   `json:"status"`
 	Why       string   `json:"why"`
 	Servers   []Server `json:"servers"`
+	// WrongSince is when the agent learnt the earliest master address the
+	// pool does not use yet; zero while every server matches.
+	WrongSince time.Time `json:"wrong_since,omitzero"`
 }
 
 // Server is one server line of a pool.
