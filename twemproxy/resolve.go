@@ -55,8 +55,8 @@ func (n *nodeNames) same(ctx context.Context, a, b string) bool {
 	if addr.Same(a, b) {
 		return true
 	}
-	ha, pa, errA := addr.Split(a)
-	hb, pb, errB := addr.Split(b)
+	ha, pa, errA := addr.Split(addr.Normalize(a))
+	hb, pb, errB := addr.Split(addr.Normalize(b))
 	if errA != nil || errB != nil || pa != pb {
 		return false
 	}
