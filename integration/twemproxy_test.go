@@ -91,7 +91,7 @@ edge:
 // TestTwemproxyFailover runs the twemproxy pipeline in-process (discovery
 // Monitor for the truth, discovery Registrar for Consul) against two real
 // Sentinel-watched shards, a real Consul with ACLs and real nutcracker
-// children, and walks through the twemproxy cases of DESIGN §9.
+// children, and walks through the twemproxy faults one step at a time.
 func TestTwemproxyFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real Consul, Redis, Sentinel and nutcracker")

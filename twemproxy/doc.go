@@ -1,5 +1,5 @@
 // Package twemproxy keeps twemproxy (nutcracker) pointed at the current Redis
-// masters: the pipeline of DESIGN §7.
+// masters: render, validate, write, restart, probe, roll back.
 //
 // A Runner watches a MasterSource (the Sentinel truth). When the truth
 // changes it computes the desired config file, either by editing the current
@@ -10,6 +10,9 @@
 // a child; CommandRestarter runs an operator command) and probes every pool
 // with PING. A failed probe restores the backup and restarts again, loudly.
 // One pipeline runs at a time and a burst of changes coalesces into few runs.
+// A run that fails before touching the proxy (a full disk, a rejected file)
+// while the proxy still sends a shard to a moved master is retried at a short
+// fixed interval until it succeeds; other failures back off.
 //
 // Each pool is registered in Consul through a Registry with a TTL check that
 // passes only while the pool answers PING and its servers match the truth.

@@ -48,7 +48,8 @@ type restartResult struct {
 	err      error
 }
 
-// pipeline is one run of DESIGN §7 steps 2-7. It runs in its own goroutine
+// pipeline is one run: render, validate and write, restart, probe, and
+// roll back when the new file does not serve. It runs in its own goroutine
 // and touches no loop state. A non-empty forced restarts the proxy even if
 // the file does not change.
 func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
