@@ -35,6 +35,7 @@ type runResult struct {
 	proxyDown    bool // no proxy is known to serve after the run
 	renderTime   time.Duration
 	writeTime    time.Duration
+	prestaged    bool // the file written was one Prestage had validated
 }
 
 // restartResult is one restart and its probe.
@@ -106,8 +107,12 @@ func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
 			return fail("write", fmt.Errorf("mark restart pending: %w", err))
 		}
 		var checkErr error
+		// A file Prestage validated for this promotion is renamed as it
+		// is: no write, no --test-conf on the failover's path.
+		staged := r.stage.take(rd.Desired)
+		res.prestaged = staged != ""
 		wrote, err := WriteAtomic(r.o.ConfigFile, rd.Desired, WriteOptions{
-			Backup: true, CrashPoint: r.o.CrashPoint,
+			Backup: true, CrashPoint: r.o.CrashPoint, Staged: staged,
 			Check: func(tmp string) error {
 				vctx, cancel := context.WithTimeout(ctx, r.o.ValidateTimeout)
 				defer cancel()
@@ -244,6 +249,10 @@ func (r *Runner) finishRun(s *loop, res runResult) {
 	// Only a run that acted marks a burst; a no-op must not delay the next
 	// change.
 	s.lastRunEnd = res.end
+	// The file the staged ones were rendered from has changed, or the
+	// promotion they were staged for is done: a candidate not chosen
+	// leaves nothing behind.
+	r.stage.discard()
 	rs := &RunStatus{At: res.start, DurationMS: ms(res.end.Sub(res.start)), Changes: res.changes, Result: "ok"}
 	r.mu.Lock()
 	r.status.Runs++
@@ -339,5 +348,5 @@ func (r *Runner) reportSuccess(res runResult, retries int, wrongFor time.Duratio
 	r.o.Journal.Add(telemetry.Event{Kind: telemetry.KindTwemproxy, Type: reason(res), Subject: r.o.Name, Detail: detail})
 	r.log.Info("config applied", "reason", reason(res), "changes", describe(res.changes), "failed_runs", retries, "wrong_for", wrongFor,
 		"restart", rr.duration, "blackout", rr.blackout, "reaction", worst,
-		"render", res.renderTime, "validate_write", res.writeTime, "run", res.end.Sub(res.start))
+		"render", res.renderTime, "validate_write", res.writeTime, "prestaged", res.prestaged, "run", res.end.Sub(res.start))
 }

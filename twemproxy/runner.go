@@ -25,6 +25,7 @@ type Runner struct {
 	child  childWatcher // nil unless the proxy is our child
 	render RenderOptions
 	names  *nodeNames
+	stage  stager // files Prestage validated ahead of a promotion
 	mode   string
 
 	// gen grows when a pipeline run starts; a health check that began
@@ -282,6 +283,7 @@ func (r *Runner) shutdown(s *loop) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout+time.Second)
 	defer cancel()
+	r.stage.discard()
 	if err := r.proxy.Stop(ctx); err != nil {
 		r.log.Error("stop nutcracker", "error", err)
 	}

@@ -28,6 +28,10 @@ type WriteOptions struct {
 	// renamed into place; an error leaves the real file untouched. The
 	// pipeline runs nutcracker --test-conf here.
 	Check func(tmp string) error
+	// Staged is a temp file beside path (named by StageTemp) that already
+	// holds data, synced and checked: it is renamed into place without
+	// writing or checking again. The caller vouches that it holds data.
+	Staged string
 	// CrashPoint, when set, is called at each step after which a crash
 	// must leave the old or the new file: "after-temp-write",
 	// "after-backup", "after-rename". Tests kill the process there to
@@ -63,18 +67,14 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 		dir = "."
 	}
 	mode := fs.FileMode(0o644)
-	var st os.FileInfo
-	if exists {
-		if st, err = os.Stat(path); err == nil {
-			mode = st.Mode().Perm()
-		}
+	if st, err := os.Stat(path); err == nil {
+		mode = st.Mode().Perm()
 	}
-	// With a Check, the temp file's fsync runs while the check reads it
-	// (from the page cache): a failover waits for the longer of the two,
-	// not their sum. Nothing is renamed before both are done.
-	tmp, err := writeTemp(dir, base, data, mode, st, o.Check == nil)
-	if err != nil {
-		return false, err
+	tmp := o.Staged
+	if tmp == "" {
+		if tmp, err = StageTemp(path, data, o.Check); err != nil {
+			return false, err
+		}
 	}
 	keep := false
 	defer func() {
@@ -82,18 +82,6 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 			os.Remove(tmp)
 		}
 	}()
-	if o.Check != nil {
-		synced := make(chan error, 1)
-		go func() { synced <- syncFile(tmp) }()
-		checkErr := o.Check(tmp)
-		syncErr := <-synced
-		if checkErr != nil {
-			return false, checkErr
-		}
-		if syncErr != nil {
-			return false, syncErr
-		}
-	}
 	crashPoint("after-temp-write")
 	if o.Backup && exists {
 		if err := backup(path, dir, base, cur, mode); err != nil {
@@ -110,6 +98,46 @@ func WriteAtomic(path string, data []byte, o WriteOptions) (wrote bool, err erro
 		return true, err
 	}
 	return true, nil
+}
+
+// StageTemp writes data to a new temp file beside path, with path's mode
+// and owner, synced and, when check is not nil, checked, and returns its
+// name: the file WriteAtomic renames into place. On error nothing is left.
+//
+// With a check, the fsync runs while the check reads the file (from the
+// page cache): a failover waits for the longer of the two, not their sum.
+func StageTemp(path string, data []byte, check func(tmp string) error) (string, error) {
+	path = resolveLink(path)
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	mode := fs.FileMode(0o644)
+	st, err := os.Stat(path)
+	if err == nil {
+		mode = st.Mode().Perm()
+	} else {
+		st = nil
+	}
+	tmp, err := writeTemp(dir, base, data, mode, st, check == nil)
+	if err != nil {
+		return "", err
+	}
+	if check == nil {
+		return tmp, nil
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- syncFile(tmp) }()
+	checkErr := check(tmp)
+	syncErr := <-synced
+	if err := errors.Join(checkErr, syncErr); err != nil {
+		os.Remove(tmp)
+		if checkErr != nil {
+			return "", checkErr
+		}
+		return "", syncErr
+	}
+	return tmp, nil
 }
 
 // writeTemp writes data to a new temp file in dir, synced unless sync is
