@@ -243,7 +243,9 @@ func TestTwemproxyDiskFullFailover(t *testing.T) {
 			strings.Contains(c.Output, "the proxy has been wrong since ")
 	})
 	outage := runner.Status()
-	t.Logf("on a full disk: %s", outage.LastError)
+	if c, err := check(ctx); err == nil {
+		t.Logf("Consul check on a full disk: %s: %s", c.Status, c.Output)
+	}
 
 	// Free the space: the switch follows within a few retry intervals.
 	if err := os.Remove(filler); err != nil {
