@@ -254,7 +254,29 @@ func (r *Runner) finishRun(s *loop, res runResult) {
 	// leaves nothing behind.
 	r.stage.discard()
 	rs := &RunStatus{At: res.start, DurationMS: ms(res.end.Sub(res.start)), Changes: res.changes, Result: "ok"}
+
+	if res.err != nil && errors.Is(res.err, context.Canceled) {
+		r.log.Debug("pipeline interrupted by shutdown", "step", res.step)
+	} else if res.err != nil {
+		r.runFailed(s, res, rs)
+	} else {
+		wrongFor := time.Duration(0)
+		if !s.wrongSince.IsZero() {
+			wrongFor = res.end.Sub(s.wrongSince)
+		}
+		retries := s.failures
+		s.failures, s.lastErr, s.wrongSince = 0, "", time.Time{}
+		s.retry.Reset()
+		r.reportSuccess(res, retries, wrongFor)
+	}
+	r.recordRun(s, res, rs)
+}
+
+// recordRun takes a run into the status in one critical section, so that a
+// reader never sees its restarts counted without its result.
+func (r *Runner) recordRun(s *loop, res runResult, rs *RunStatus) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.status.Runs++
 	if r.child != nil {
 		r.status.PID = r.child.PID()
@@ -271,27 +293,9 @@ func (r *Runner) finishRun(s *loop, res runResult) {
 		r.status.Rollbacks++
 		r.status.LastRestart = restartStatus(res.rollback, "rollback")
 	}
-	r.mu.Unlock()
-
-	if res.err != nil && errors.Is(res.err, context.Canceled) {
-		r.log.Debug("pipeline interrupted by shutdown", "step", res.step)
-	} else if res.err != nil {
-		r.runFailed(s, res, rs)
-	} else {
-		wrongFor := time.Duration(0)
-		if !s.wrongSince.IsZero() {
-			wrongFor = res.end.Sub(s.wrongSince)
-		}
-		retries := s.failures
-		s.failures, s.lastErr, s.wrongSince = 0, "", time.Time{}
-		s.retry.Reset()
-		r.reportSuccess(res, retries, wrongFor)
-	}
-	r.mu.Lock()
 	r.status.LastRun = rs
 	r.status.Failures = s.failures
 	r.status.WrongSince = s.wrongSince
-	r.mu.Unlock()
 }
 
 func reason(res runResult) string {
