@@ -100,37 +100,8 @@ func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
 
 	marker := pendingMarker(r.o.ConfigFile)
 	if changed {
-		tw := time.Now()
-		// The marker outlives a crash between the rename and the restart,
-		// so the next agent knows the proxy runs an older file.
-		if err := os.WriteFile(marker, nil, 0o644); err != nil {
-			return fail("write", fmt.Errorf("mark restart pending: %w", err))
-		}
-		var checkErr error
-		// A file Prestage validated for this promotion is renamed as it
-		// is: no write, no --test-conf on the failover's path.
-		staged := r.stage.take(rd.Desired)
-		res.prestaged = staged != ""
-		wrote, err := WriteAtomic(r.o.ConfigFile, rd.Desired, WriteOptions{
-			Backup: true, CrashPoint: r.o.CrashPoint, Staged: staged,
-			Check: func(tmp string) error {
-				vctx, cancel := context.WithTimeout(ctx, r.o.ValidateTimeout)
-				defer cancel()
-				checkErr = checkFile(vctx, r.o.NutcrackerBin, tmp, r.o.ConfigFile)
-				return checkErr
-			},
-		})
-		res.writeTime = time.Since(tw)
-		if err != nil {
-			os.Remove(marker)
-			if checkErr != nil {
-				return fail("validate", err)
-			}
-			return fail("write", err)
-		}
-		res.wrote = wrote
-		if wrote {
-			r.o.Metrics.ProxyConfigWrites.WithLabelValues(r.o.Name).Inc()
+		if step, err := r.writeConfig(ctx, rd.Desired, marker, &res); err != nil {
+			return fail(step, err)
 		}
 	}
 
@@ -154,12 +125,57 @@ func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
 		return res
 	}
 
-	// Roll back: the old file ran before, so it goes back without a check
-	// and without touching the backup, which holds it too.
+	r.rollBack(ctx, cur, pools, marker, &res)
+	return res
+}
+
+// writeConfig writes the desired file after marking the restart pending,
+// validating it on the way (unless Prestage did), and returns the failed
+// step with the error.
+func (r *Runner) writeConfig(ctx context.Context, desired []byte, marker string, res *runResult) (string, error) {
+	tw := time.Now()
+	defer func() { res.writeTime = time.Since(tw) }()
+	// The marker outlives a crash between the rename and the restart, so
+	// the next agent knows the proxy runs an older file.
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		return "write", fmt.Errorf("mark restart pending: %w", err)
+	}
+	var checkErr error
+	// A file Prestage validated for this promotion is renamed as it is:
+	// no write, no --test-conf on the failover's path.
+	staged := r.stage.take(desired)
+	res.prestaged = staged != ""
+	wrote, err := WriteAtomic(r.o.ConfigFile, desired, WriteOptions{
+		Backup: true, CrashPoint: r.o.CrashPoint, Staged: staged,
+		Check: func(tmp string) error {
+			vctx, cancel := context.WithTimeout(ctx, r.o.ValidateTimeout)
+			defer cancel()
+			checkErr = checkFile(vctx, r.o.NutcrackerBin, tmp, r.o.ConfigFile)
+			return checkErr
+		},
+	})
+	if err != nil {
+		os.Remove(marker)
+		if checkErr != nil {
+			return "validate", err
+		}
+		return "write", err
+	}
+	res.wrote = wrote
+	if wrote {
+		r.o.Metrics.ProxyConfigWrites.WithLabelValues(r.o.Name).Inc()
+	}
+	return "", nil
+}
+
+// rollBack restores the previous file cur after the new one did not serve
+// and restarts the proxy on it. The old file ran before, so it goes back
+// without a check and without touching the backup, which holds it too.
+func (r *Runner) rollBack(ctx context.Context, cur []byte, pools []Pool, marker string, res *runResult) {
 	if _, err := WriteAtomic(r.o.ConfigFile, cur, WriteOptions{}); err != nil {
 		res.err = fmt.Errorf("%w; restoring the previous config failed too: %v", res.err, err)
 		res.proxyDown = true
-		return res
+		return
 	}
 	oldPools, err := Pools(cur)
 	if err != nil {
@@ -171,11 +187,10 @@ func (r *Runner) pipeline(ctx context.Context, forced string) (res runResult) {
 	if rb.err != nil {
 		res.err = fmt.Errorf("%w; the previous config does not start either: %v", res.err, rb.err)
 		res.proxyDown = true
-		return res
+		return
 	}
 	os.Remove(marker)
 	res.runningSHA = sha(cur)
-	return res
 }
 
 // pendingMarker is the file that exists while a rewritten config has not
