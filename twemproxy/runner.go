@@ -105,25 +105,7 @@ func (s *loop) runAt() time.Time {
 func (r *Runner) Run(ctx context.Context) error {
 	notify, unsubscribe := r.o.Masters.Subscribe()
 	defer unsubscribe()
-	if err := CleanTemp(r.o.ConfigFile); err != nil {
-		r.log.Warn("cannot remove temp files of an interrupted rewrite", "error", err)
-	}
-	s := &loop{
-		dirty: true, force: r.child != nil, why: "start", services: map[string]Service{},
-		retry:   backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
-		crashes: backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
-	}
-	if _, err := os.Stat(pendingMarker(r.o.ConfigFile)); err == nil {
-		// The last agent rewrote the file but died before the proxy
-		// loaded it: restart even though the file looks current.
-		r.log.Warn("a restart was pending when the agent stopped; restarting the proxy")
-		s.force, s.why = true, "pending"
-	} else if r.child == nil {
-		// Command mode: assume the running proxy loaded the file as it is.
-		if b, err := os.ReadFile(r.o.ConfigFile); err == nil {
-			s.runningSHA = sha(b)
-		}
-	}
+	s := r.startState()
 	runDone := make(chan runResult, 1)
 	checkDone := make(chan checkResult, 1)
 	timer := time.NewTimer(time.Hour)
@@ -204,6 +186,32 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// startState is the loop's state at start: the temp files of an
+// interrupted rewrite removed, a first run due, and a restart forced when
+// the proxy is our child or the last agent died before it loaded the file.
+func (r *Runner) startState() *loop {
+	if err := CleanTemp(r.o.ConfigFile); err != nil {
+		r.log.Warn("cannot remove temp files of an interrupted rewrite", "error", err)
+	}
+	s := &loop{
+		dirty: true, force: r.child != nil, why: "start", services: map[string]Service{},
+		retry:   backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
+		crashes: backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
+	}
+	if _, err := os.Stat(pendingMarker(r.o.ConfigFile)); err == nil {
+		// The last agent rewrote the file but died before the proxy
+		// loaded it: restart even though the file looks current.
+		r.log.Warn("a restart was pending when the agent stopped; restarting the proxy")
+		s.force, s.why = true, "pending"
+	} else if r.child == nil {
+		// Command mode: assume the running proxy loaded the file as it is.
+		if b, err := os.ReadFile(r.o.ConfigFile); err == nil {
+			s.runningSHA = sha(b)
+		}
+	}
+	return s
 }
 
 // drain empties a notification channel so a burst becomes one change.
