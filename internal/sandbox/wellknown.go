@@ -5,9 +5,10 @@ import (
 	"strconv"
 )
 
-// ClaimPort reserves ip:port for the caller if it is free now (TCP, and UDP
-// too if udp) and nobody in this process took it before, so FreePort never
-// hands it out. It reports whether the port is the caller's. The demo uses it
+// ClaimPort reserves ip:port for the cluster if it is free now (TCP, and UDP
+// too if udp) and nobody in this process holds it, so FreePort never hands it
+// out; Close releases it for the next cluster. It reports whether the port is
+// the cluster's. The demo uses it
 // for the well-known addresses (Consul's 8500 and 8600, twemproxy's 22121, the
 // dashboard's 8765) and falls back to FreePort when one is taken.
 func (c *Cluster) ClaimPort(ip string, port int, udp bool) bool {
@@ -22,5 +23,10 @@ func (c *Cluster) ClaimPort(ip string, port int, udp bool) bool {
 		return false
 	}
 	alloc.used[key] = true
+	c.onClose(func() {
+		alloc.Lock()
+		defer alloc.Unlock()
+		delete(alloc.used, key)
+	})
 	return true
 }
