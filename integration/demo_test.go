@@ -34,7 +34,17 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("well-known", func(t *testing.T) { runDemo(t, bin, false) })
+	t.Run("well-known", func(t *testing.T) {
+		free := freeWellKnown()
+		st := runDemo(t, bin, false)
+		for _, f := range st.Fallbacks {
+			for _, addr := range free {
+				if strings.Contains(f, addr+" is taken") {
+					t.Errorf("%s was free before the demo started, yet: %s", addr, f)
+				}
+			}
+		}
+	})
 	t.Run("8500-taken", func(t *testing.T) {
 		if l, err := net.Listen("tcp", "127.0.0.1:8500"); err == nil {
 			defer l.Close()
@@ -43,15 +53,29 @@ func TestDemo(t *testing.T) {
 	})
 }
 
-// runDemo runs the demo in process and checks its guide.
-func runDemo(t *testing.T, bin string, consulTaken bool) {
+// freeWellKnown lists the well-known addresses nobody holds now.
+func freeWellKnown() []string {
+	var free []string
+	for _, port := range []int{demo.ConsulHTTPPort, demo.ConsulDNSPort, demo.DashboardPort, demo.ProxyPort} {
+		addr := net.JoinHostPort(demo.WellKnownIP, strconv.Itoa(port))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			free = append(free, addr)
+		}
+	}
+	return free
+}
+
+// runDemo runs the demo in process, checks its guide and returns the stack
+// it ran (stopped by then).
+func runDemo(t *testing.T, bin string, consulTaken bool) *demo.Stack {
 	var out bytes.Buffer
-	var checked bool
+	var checked *demo.Stack
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
 	err := demo.Run(ctx, demo.Options{Agent: bin, Dir: t.TempDir(), Out: &out, Ready: func(st *demo.Stack) {
-		checked = true
+		checked = st
 		t.Logf("demo running after %.1fs; fallbacks: %q", time.Since(start).Seconds(), st.Fallbacks)
 		g := out.String()
 		checkWellKnown(t, st, g)
@@ -77,12 +101,13 @@ func runDemo(t *testing.T, bin string, consulTaken bool) {
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	if !checked {
+	if checked == nil {
 		t.Fatal("the demo never became ready")
 	}
 	if t.Failed() {
 		t.Logf("demo output:\n%s", out.String())
 	}
+	return checked
 }
 
 // checkWellKnown asserts each well-known address is used or named as taken.
@@ -100,7 +125,7 @@ func checkWellKnown(t *testing.T, st *demo.Stack, g string) {
 		want := net.JoinHostPort(demo.WellKnownIP, strconv.Itoa(w.port))
 		note := fmt.Sprintf("note: %s: %s is taken, using %s", w.what, want, w.used)
 		if w.used != want && !strings.Contains(g, note) {
-			t.Errorf("%s is on %s, not %s, and the guide does not say why (want %q):\n%s", w.what, w.used, want, note, g)
+			t.Errorf("%s is on %s, not %s, and the guide does not say why (want %q)", w.what, w.used, want, note)
 		}
 	}
 }
