@@ -63,7 +63,10 @@ compose-down:
 test: deps vet unit test-rules integration test-compose
 
 ## demo: a local stack (Consul, 3 Redis, 3 Sentinels, twemproxy, agents) until Ctrl-C
-demo: deps build
+# The agent build is timed like deps' long steps (the first one compiles every
+# dependency); the demo then prints each start with its time.
+demo: deps
+	@bash integration/scripts/progress.sh "building the agent" $(MAKE) --no-print-directory build >/dev/null
 	./$(BIN) demo
 
 ## chaos: a fault campaign against the real stack (CHAOS_DURATION, CHAOS_SEED); exit 1 on any violation

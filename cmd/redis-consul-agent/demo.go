@@ -23,7 +23,14 @@ func demoCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("find own binary: %w", err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			// With `make demo | tee log`, Ctrl-C kills tee too, and the demo's
+			// next write to stdout fails with EPIPE; Go then raises SIGPIPE and
+			// the process dies without tearing the stack down or removing its
+			// directory. Ignored, the write just fails and the teardown runs.
+			signal.Ignore(syscall.SIGPIPE)
+			// Caught until Run returns, so a second Ctrl-C does not cut the
+			// teardown short.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
 			return demo.Run(ctx, demo.Options{Agent: self, Dir: c.String("dir"), Out: c.App.Writer})
 		},

@@ -11,6 +11,10 @@ BIN_DIR="$CACHE_DIR/bin"
 CONSUL_BIN="$BIN_DIR/consul-$CONSUL_VERSION"
 
 say() { printf 'deps: %s\n' "$*" >&2; }
+# step LABEL CMD...: a line on stderr every 20s while CMD runs, then its time.
+PROGRESS_NAME=deps
+# shellcheck source=progress.sh
+. "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
 
 # Debian packages: command -> package.
 declare -A PKG=(
@@ -46,8 +50,10 @@ if ((${#missing[@]})); then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1
   fi
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # apt's own output goes to stderr: make's deps target discards stdout.
+  step "apt-get update" apt-get update -qq >&2
+  step "apt-get install of ${#missing[@]} packages" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ "$created_policy" = 1 ] && rm -f "$policy"
   # A package may still have started a daemon; stop only those on default ports
   # that belong to the packaged services.
@@ -58,7 +64,7 @@ fi
 
 if [ ! -x "$CONSUL_BIN" ]; then
   command -v go >/dev/null 2>&1 || { say "go is required to build consul $CONSUL_VERSION"; exit 1; }
-  say "building consul $CONSUL_VERSION from the Go module proxy (a few minutes the first time)"
+  say "building consul $CONSUL_VERSION from the Go module proxy, once (5-10 minutes on 2 cores; later runs use the cache)"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$BIN_DIR"
@@ -75,8 +81,10 @@ package tools
 
 import _ "github.com/hashicorp/consul"
 GO
-    GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
-    GOFLAGS=-mod=mod go build -trimpath -ldflags="-s -w" -o "$CONSUL_BIN.tmp" github.com/hashicorp/consul
+    quiet() { "$@" >/dev/null 2>&1; }
+    step "downloading consul's modules" quiet env GOFLAGS=-mod=mod go mod tidy || true
+    step "compiling consul (the longest step)" \
+      env GOFLAGS=-mod=mod go build -trimpath -ldflags="-s -w" -o "$CONSUL_BIN.tmp" github.com/hashicorp/consul
   )
   mv "$CONSUL_BIN.tmp" "$CONSUL_BIN"
 fi

@@ -3,9 +3,11 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
@@ -42,17 +44,27 @@ func (c *Cluster) StartAgent(bin, name, ip string, cfg map[string]any) (*Agent, 
 // StartAgentEnv is StartAgent with env (KEY=value) added to the agent's
 // environment, e.g. CONSUL_HTTP_TOKEN.
 func (c *Cluster) StartAgentEnv(bin, name, ip string, cfg map[string]any, env []string) (*Agent, error) {
+	port, err := c.FreePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	return c.StartAgentAt(bin, name, net.JoinHostPort(ip, strconv.Itoa(port)), cfg, env)
+}
+
+// StartAgentAt is StartAgentEnv with the status API on addr (host:port, claimed
+// by the caller, see ClaimPort) instead of a free port: the demo's dashboard on
+// the agent's default 127.0.0.1:8765.
+func (c *Cluster) StartAgentAt(bin, name, addr string, cfg map[string]any, env []string) (*Agent, error) {
 	if bin == "" {
 		bin = c.opts.AgentBin
 	}
 	if bin == "" {
 		return nil, fmt.Errorf("start agent %s: no agent binary (Options.AgentBin)", name)
 	}
-	port, err := c.FreePort(ip)
+	ip, port, err := splitAddr(addr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("start agent %s: http address %q: %w", name, addr, err)
 	}
-	addr := fmt.Sprintf("%s:%d", ip, port)
 	dir, err := c.ProcessDir(name)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,13 @@ type ConsulOptions struct {
 	// IP and server.dc1.consul from a new CA (Consul.CA). Client and
 	// ClientWithToken trust that CA.
 	HTTPS bool
+	// IP is the "host" Consul binds, serves and advertises on; empty means a
+	// new one (NewIP). The demo passes 127.0.0.1 so the CLI and dig find it
+	// where Consul's own docs look.
+	IP string
+	// HTTPPort and DNSPort are used as given when set (claim them first with
+	// ClaimPort); 0 means a free port.
+	HTTPPort, DNSPort int
 }
 
 // Consul is a running single-node Consul server: server, client and DNS on
@@ -57,9 +64,15 @@ func (c *Cluster) StartConsul(opts ConsulOptions) (*Consul, error) {
 	if err != nil {
 		return nil, err
 	}
-	ip := c.NewIP()
-	var ports [5]int
+	ip := opts.IP
+	if ip == "" {
+		ip = c.NewIP()
+	}
+	ports := [5]int{opts.HTTPPort, opts.DNSPort}
 	for i := range ports {
+		if ports[i] != 0 {
+			continue
+		}
 		if ports[i], err = c.FreePort(ip); err != nil {
 			return nil, err
 		}
