@@ -25,8 +25,9 @@ func ConsulPeers(c *api.Client) PeerQuery {
 	}
 }
 
-// handoffErrorPause spaces the retries of a handoff query that failed.
-const handoffErrorPause = 50 * time.Millisecond
+// handoffRetryPause spaces the queries of a handoff whose answer was
+// unknown (failed, or filtered by the ACL token).
+const handoffRetryPause = 50 * time.Millisecond
 
 // handoff waits, up to MasterHandoff, until Consul answers no other node for
 // this master name's master tag, and returns what handoffStep ruled: take
@@ -70,19 +71,22 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 		}
 		if view.Hidden && !warned {
 			warned = true
-			i.log.Warn("master handoff: consul hides registrations from the agent's ACL token, so it cannot see whether the old master left; waiting the whole master_handoff before taking the master tag (give the token service:read on the service and node:read)",
+			i.log.Warn("master handoff: consul hides registrations with the master tag from the agent's ACL token, so it cannot tell whether the old master left; waiting until none is hidden or master_handoff ends (give the token service:read on the service and node:read)",
 				"service", i.opts.Service, "tag", tag, "master_handoff", i.opts.MasterHandoff)
 		}
-		if view.Err != nil {
-			if !warned {
-				warned = true
-				i.log.Warn("master handoff: cannot ask consul whether the old master left; retrying until master_handoff", "error", view.Err)
-			}
+		if view.Err != nil && !warned {
+			warned = true
+			i.log.Warn("master handoff: cannot ask consul whether the old master left; retrying until master_handoff", "error", view.Err)
+		}
+		if view.Err != nil || view.Hidden {
+			// Ask again shortly, without blocking: whether Consul wakes a
+			// blocking query for a change the token may not see is not
+			// something to rely on.
 			next = 0
 			select {
 			case <-ctx.Done():
 				return handoffRefuse
-			case <-time.After(min(handoffErrorPause, max(time.Until(deadline), 0))):
+			case <-time.After(min(handoffRetryPause, max(time.Until(deadline), 0))):
 			}
 		}
 		if next < index { // the index went backwards (a new leader, a snapshot): start over
