@@ -114,16 +114,45 @@ func TestSentinelHostnames(t *testing.T) {
 	t.Logf("failover to %s: DNS answered its IP %s after the kill", newAddr, time.Since(killed).Round(time.Millisecond))
 	// The old master comes back as a master: Sentinel names the other node
 	// by hostname, the agent must see that it is not this one, and follow
-	// Sentinel's conversion of it into a replica of that hostname.
-	w := startupWatch(ctx, consul, master.IP(), "master.redis.service.consul", "hname-master.redis.service.consul")
+	// Sentinel's conversion of it into a replica. (With down-after 1s a
+	// Sentinel sometimes fails over again on its own, even to the returning
+	// node: the agents must then follow that, so the end state is whatever
+	// the Sentinels name when it settles.)
+	w := startupWatch(ctx, consul, "", "master.redis.service.consul", "hname-master.redis.service.consul")
 	if err := master.Restart(); err != nil {
 		w.stop()
 		t.Fatal(err)
 	}
-	roles("the returning old master a replica of the new one", map[*sandbox.Redis][]string{master: {"replica", "hname-replica"}, replica: {"master", "hname-master"}})
-	if samples, wrong := w.stop(); len(wrong) > 0 {
-		t.Fatalf("DNS answered the returning old master or two masters in %d of %d samples: %v", len(wrong), samples, wrong)
+	wctx, wcancel := context.WithTimeout(ctx, 45*time.Second)
+	var last error
+	err = sandbox.Poll(wctx, "Consul following the Sentinels' hostnames after the old master returned", func(ctx context.Context) error {
+		addr, err := shard.CurrentMaster(ctx)
+		if err != nil {
+			return err
+		}
+		cur := shard.Node(addr)
+		if cur == nil {
+			return fmt.Errorf("the Sentinels name %s", addr)
+		}
+		want := map[*sandbox.Redis][]string{}
+		for _, r := range shard.Nodes() {
+			want[r] = []string{"replica", "hname-replica"}
+		}
+		want[cur] = []string{"master", "hname-master"}
+		if err = hostnamesRolesAre(ctx, admin, want); err != nil && ctx.Err() == nil {
+			last = fmt.Errorf("Sentinel names %s: %w", addr, err)
+		}
+		return err
+	})
+	wcancel()
+	samples, wrong := w.stop()
+	if err != nil {
+		t.Fatalf("%v; last answer: %v", err, last)
 	}
+	if len(wrong) > 0 {
+		t.Fatalf("DNS answered two masters in %d of %d samples: %v", len(wrong), samples, wrong)
+	}
+	t.Logf("after the old master returned: %d DNS samples, never two masters; Consul agrees with Sentinel", samples)
 }
 
 // hostnamesRolesAre checks that each node in want is registered, passing,
