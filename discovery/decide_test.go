@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ func TestDecide(t *testing.T) {
 		return Master{Name: "m", Addr: addr, Source: SourceStale, Agree: 1, Reporting: 1, Total: 3}
 	}
 	master := LocalState{Reachable: true, Role: RoleMaster, Replicas: 2, Offset: 100}
+	holder := master // holds the master tag in Consul
+	holder.LastRole = RoleMaster
 	replica := LocalState{Reachable: true, Role: RoleReplica, MasterAddr: other, LinkUp: true, Offset: 90}
 	linkDown := replica
 	linkDown.LinkUp, linkDown.LinkDown = false, 3*time.Second
@@ -43,8 +46,14 @@ func TestDecide(t *testing.T) {
 		{"old master came back", master, majority(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names " + other},
 		{"old master while switch-master names another", master, switched(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names"},
 		{"master, stale truth names another", master, stale(other), nil, RoleUnknown, api.HealthCritical, "stale"},
-		{"master, stale truth names self", master, stale(self), nil, RoleMaster, api.HealthWarning, "keeping the local role"},
-		{"master, truth never learnt", master, Master{}, nil, RoleMaster, api.HealthWarning, "Sentinel truth unknown"},
+		{"holder, stale truth names self", holder, stale(self), nil, RoleMaster, api.HealthWarning, "keeping the master tag it holds"},
+		{"holder, truth never learnt", holder, Master{}, nil, RoleMaster, api.HealthWarning, "Sentinel truth unknown"},
+		{"holder, stale truth names another", holder, stale(other), nil, RoleUnknown, api.HealthCritical, "stale"},
+		// A node that does not hold the tag never gains it on an unknown
+		// truth: the old master restarted beside its restarting agent.
+		{"master at start, truth never learnt", master, Master{}, nil, RoleUnknown, api.HealthWarning, "not advertised as master until Sentinel confirms it"},
+		{"master at start, stale truth names self", master, stale(self), nil, RoleUnknown, api.HealthWarning, "no Sentinel truth names it"},
+		{"replica promoted, holds the replica tag, truth unknown", LocalState{Reachable: true, Role: RoleMaster, LastRole: RoleReplica}, Master{}, nil, RoleUnknown, api.HealthWarning, "not advertised as master"},
 		{"replica healthy", replica, majority(other), nil, RoleReplica, api.HealthPassing, "replica of " + other + ", link up"},
 		{"replica link down", linkDown, majority(other), nil, RoleReplica, api.HealthWarning, "master_link_status down for 3s"},
 		{"replica follows a node the truth does not name", replica, majority("10.0.0.3:6379"), nil, RoleReplica, api.HealthWarning, "Sentinel names 10.0.0.3:6379"},
@@ -63,7 +72,7 @@ func TestDecide(t *testing.T) {
 			if selfAddrs == nil {
 				selfAddrs = []string{self}
 			}
-			d := Decide(tt.local, tt.truth, selfAddrs...)
+			d := Decide(tt.local, tt.truth, Names{Self: selfAddrs})
 			if d.Role != tt.wantRole || d.Status != tt.wantStatus || !strings.Contains(d.Why, tt.wantWhy) {
 				t.Fatalf("Decide = %s/%s %q, want %s/%s containing %q", d.Role, d.Status, d.Why, tt.wantRole, tt.wantStatus, tt.wantWhy)
 			}
@@ -91,7 +100,7 @@ func TestDecideNeverTwoMasters(t *testing.T) {
 				for _, l1 := range locals {
 					masters := 0
 					for i, l := range []LocalState{l0, l1} {
-						d := Decide(l, truth, nodes[i])
+						d := Decide(l, truth, Names{Self: []string{nodes[i]}})
 						if d.Role == RoleMaster && d.Status != api.HealthCritical {
 							masters++
 						}
@@ -157,6 +166,109 @@ func TestGuardStale(t *testing.T) {
 			got := guardStale(tc.d, tc.unconfirmed, tc.grace)
 			if got.Role != tc.wantRole || got.Status != tc.wantStatus {
 				t.Fatalf("guardStale = %s/%s, want %s/%s (%s)", got.Role, got.Status, tc.wantRole, tc.wantStatus, got.Why)
+			}
+		})
+	}
+}
+
+// TestDecideNeverGainsOnUnknownTruth: whatever two nodes say about
+// themselves, a node that does not hold the master tag is never advertised
+// as master while the truth is unknown (never learnt, or stale).
+func TestDecideNeverGainsOnUnknownTruth(t *testing.T) {
+	nodes := []string{"10.0.0.1:6379", "10.0.0.2:6379"}
+	for _, truth := range []Master{{}, {Name: "m", Addr: nodes[0], Source: SourceStale, Total: 3}, {Name: "m", Addr: nodes[1], Source: SourceStale, Total: 3}} {
+		for _, last := range []string{"", RoleReplica, RoleUnknown} {
+			for i, n := range nodes {
+				l := LocalState{Reachable: true, Role: RoleMaster, LastRole: last}
+				if d := Decide(l, truth, Names{Self: []string{n}}); d.Role == RoleMaster {
+					t.Fatalf("node %d (last role %q) gained the master tag on truth %+v: %s", i, last, truth, d.Why)
+				}
+			}
+		}
+	}
+}
+
+func TestNamesSame(t *testing.T) {
+	n := Names{
+		Self: []string{"127.0.77.11:6379"},
+		Resolved: map[string][]string{
+			"rca-r1.test:6379":  {"127.0.77.11:6379"},
+			"rca-r2.test:6379":  {"127.0.77.12:6379"},
+			"both.test:6379":    {"127.0.77.11:6379", "::1:6379"},
+			"nowhere.test:6379": nil,
+			"rca-r1.test:7000":  {"127.0.77.11:7000"},
+		},
+	}
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.77.11:6379", "127.0.77.11:6379", true},
+		{"127.0.77.11:6379", "127.0.77.11:06379", true},
+		{"rca-r1.test:6379", "127.0.77.11:6379", true},
+		{"127.0.77.11:6379", "rca-r1.test:6379", true},
+		{"RCA-R1.test.:6379", "127.0.77.11:6379", true}, // normalised before the lookup in Resolved
+		{"rca-r1.test:6379", "rca-r1.test:6379", true},
+		{"rca-r1.test:6379", "rca-r2.test:6379", false},
+		{"rca-r2.test:6379", "127.0.77.11:6379", false},
+		{"rca-r1.test:7000", "127.0.77.11:6379", false}, // same host, other port
+		{"nowhere.test:6379", "127.0.77.11:6379", false},
+		{"unresolved.test:6379", "127.0.77.11:6379", false},
+		{"", "", false},
+		{"", "127.0.77.11:6379", false},
+	} {
+		if got := n.Same(tc.a, tc.b); got != tc.want {
+			t.Errorf("Same(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+	if !n.IsSelf("rca-r1.test:6379") || n.IsSelf("rca-r2.test:6379") {
+		t.Errorf("IsSelf: rca-r1 %v, rca-r2 %v", n.IsSelf("rca-r1.test:6379"), n.IsSelf("rca-r2.test:6379"))
+	}
+	// The whole decision with Sentinel reporting hostnames and the config
+	// giving IPs: the master is confirmed, and a replica follows it.
+	m := Master{Name: "m", Addr: "rca-r1.test:6379", Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3}
+	if d := Decide(LocalState{Reachable: true, Role: RoleMaster}, m, n); d.Role != RoleMaster || d.Status != api.HealthPassing {
+		t.Errorf("master by hostname: %s/%s %s", d.Role, d.Status, d.Why)
+	}
+	r := Names{Self: []string{"127.0.77.12:6379"}, Resolved: n.Resolved}
+	if d := Decide(LocalState{Reachable: true, Role: RoleReplica, LinkUp: true, MasterAddr: "127.0.77.11:6379"}, m, r); d.Status != api.HealthPassing {
+		t.Errorf("replica of the master by IP, truth by hostname: %s/%s %s", d.Role, d.Status, d.Why)
+	}
+	if d := Decide(LocalState{Reachable: true, Role: RoleMaster}, m, r); d.Role != RoleUnknown || d.Status != api.HealthCritical {
+		t.Errorf("old master, truth names another node by hostname: %s/%s %s", d.Role, d.Status, d.Why)
+	}
+}
+
+func TestHandoffStep(t *testing.T) {
+	const self, other, third = "10.0.0.2:6379", "10.0.0.1:6379", "10.0.0.3:6379"
+	names := Names{Self: []string{self}, Resolved: map[string][]string{"me.test:6379": {self}}}
+	truthSelf := Master{Name: "m", Addr: self, Source: SourceSwitchMaster, Agree: 1, Total: 3}
+	oldPeer := []Peer{{ID: "redis-10.0.0.1-6379", Addr: other}}
+	for _, tc := range []struct {
+		name    string
+		truth   Master
+		view    PeerView
+		expired bool
+		want    handoffVerdict
+		why     string
+	}{
+		{"no other master: take", truthSelf, PeerView{}, false, handoffTake, ""},
+		{"this node under another ID does not count", truthSelf, PeerView{Others: []Peer{{ID: "redis-me.test-6379", Addr: "me.test:6379"}}}, false, handoffTake, ""},
+		{"old master still answered: wait", truthSelf, PeerView{Others: oldPeer}, false, handoffWait, ""},
+		{"old master answered at the bound: take anyway", truthSelf, PeerView{Others: oldPeer}, true, handoffTakeAnyway, "consul still answers redis-10.0.0.1-6379 (10.0.0.1:6379)"},
+		{"ACL hides registrations: wait", truthSelf, PeerView{Hidden: true}, false, handoffWait, ""},
+		{"ACL hides registrations at the bound: take, saying why", truthSelf, PeerView{Hidden: true}, true, handoffTakeAnyway, "ACL token may not read every registration"},
+		{"consul not reachable: wait", truthSelf, PeerView{Err: errors.New("connection refused")}, false, handoffWait, ""},
+		{"consul not reachable at the bound", truthSelf, PeerView{Err: errors.New("connection refused")}, true, handoffTakeAnyway, "connection refused"},
+		{"truth unknown: refuse", Master{}, PeerView{}, false, handoffRefuse, "unknown"},
+		{"truth stale: refuse even with nobody answered", Master{Name: "m", Addr: self, Source: SourceStale}, PeerView{}, true, handoffRefuse, "stale"},
+		{"truth names the node consul answers: refuse, never take anyway", Master{Name: "m", Addr: other, Source: SourceMajority}, PeerView{Others: oldPeer}, true, handoffRefuse, "names 10.0.0.1:6379"},
+		{"truth moved to a third node", Master{Name: "m", Addr: third, Source: SourceMajority}, PeerView{}, false, handoffRefuse, "names 10.0.0.3:6379"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, why := handoffStep(tc.truth, tc.view, tc.expired, names)
+			if got != tc.want || !strings.Contains(why, tc.why) {
+				t.Fatalf("handoffStep = %d %q, want %d with %q", got, why, tc.want, tc.why)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -171,17 +172,19 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 
 // TestInstanceHandoff checks the wait of a promoted node for the old
 // master to leave Consul's answers: it blocks on the index it was given,
-// ends as soon as no other node is answered, gives up after MasterHandoff
-// with a journal entry, and never holds a promotion back on a failed query.
+// ends as soon as no other node is answered, takes the tag at the bound
+// with a journal entry, counts an ACL-filtered answer and a failed query as
+// unknown (it waits the bound, never takes "no answer" for "no old
+// master"), and refuses once the truth names another node.
 func TestInstanceHandoff(t *testing.T) {
-	type call struct {
-		tag, self string
-		index     uint64
-	}
+	const self, old = "10.0.0.2:6379", "10.0.0.1:6379"
+	oldInst := consulhealth.Instance{ID: "redis-10.0.0.1-6379", Address: old, Status: api.HealthPassing}
+	truth := &fakeTruth{}
+	truth.set(Master{Name: "shard.a", Addr: self, Source: SourceSwitchMaster, Agree: 1, Reporting: 3, Total: 3})
 	newInst := func(q PeerQuery, journal *telemetry.Journal, handoff time.Duration) *Instance {
 		inst, err := NewInstance(InstanceOptions{
-			Address: "10.0.0.2:6379", MasterName: "shard.a", MasterHandoff: handoff, Peers: q,
-			Truth: &fakeTruth{}, Registry: &fakeRegistry{}, Journal: journal,
+			Address: self, MasterName: "shard.a", MasterHandoff: handoff, Peers: q,
+			Truth: truth, Registry: &fakeRegistry{}, Journal: journal, Metrics: telemetry.Discard(),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -189,56 +192,174 @@ func TestInstanceHandoff(t *testing.T) {
 		return inst
 	}
 	ctx := context.Background()
-	old := "redis-10.0.0.1-6379 (10.0.0.1:6379)"
+	// blocking is a query that sees no change until wait passes.
+	blocking := func(ctx context.Context, q consulhealth.Query, res consulhealth.Result, err error) (consulhealth.Result, error) {
+		if q.WaitIndex != 0 {
+			select {
+			case <-time.After(q.WaitTime):
+			case <-ctx.Done():
+			}
+		}
+		return res, err
+	}
 
-	var calls []call
+	var calls []consulhealth.Query
 	left := 2
-	inst := newInst(func(_ context.Context, service, tag, self string, index uint64, wait time.Duration) ([]string, uint64, error) {
-		calls = append(calls, call{tag, self, index})
-		if service != "redis" || wait <= 0 || wait > time.Minute {
-			t.Errorf("query of %q with wait %s", service, wait)
+	inst := newInst(func(_ context.Context, service string, q consulhealth.Query) (consulhealth.Result, error) {
+		if service != "redis" || q.WaitTime <= 0 || q.WaitTime > time.Minute {
+			t.Errorf("query of %q with wait %s", service, q.WaitTime)
 		}
-		if left == 0 {
-			return nil, index + 1, nil
+		calls = append(calls, consulhealth.Query{Tag: q.Tag, WaitIndex: q.WaitIndex})
+		res := consulhealth.Result{LastIndex: q.WaitIndex + 1,
+			Instances: []consulhealth.Instance{{ID: "redis-10.0.0.2-6379", Address: self, Status: api.HealthPassing}}}
+		if left > 0 {
+			left--
+			res.Instances = append(res.Instances, oldInst, consulhealth.Instance{ID: "redis-dead", Address: "10.0.0.9:6379", Status: api.HealthCritical})
 		}
-		left--
-		return []string{old}, index + 1, nil
+		return res, nil
 	}, nil, time.Minute)
-	inst.handoff(ctx)
-	self := "redis-10.0.0.2-6379"
-	want := []call{{"shard-a-master", self, 0}, {"shard-a-master", self, 1}, {"shard-a-master", self, 2}}
+	if v := inst.handoff(ctx); v != handoffTake {
+		t.Fatalf("verdict %d, want take", v)
+	}
+	want := []consulhealth.Query{{Tag: "shard-a-master"}, {Tag: "shard-a-master", WaitIndex: 1}, {Tag: "shard-a-master", WaitIndex: 2}}
 	if !slices.Equal(calls, want) {
 		t.Fatalf("queries %+v, want %+v", calls, want)
 	}
 
-	journal := telemetry.NewJournal(10)
-	inst = newInst(func(ctx context.Context, _, _, _ string, index uint64, wait time.Duration) ([]string, uint64, error) {
-		select { // a blocking query that sees no change
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
-		return []string{old}, index, nil
-	}, journal, 200*time.Millisecond)
-	start := time.Now()
-	inst.handoff(ctx)
-	if took := time.Since(start); took < 200*time.Millisecond {
-		t.Fatalf("gave up after %s, before the 200ms handoff", took)
-	}
-	evs := journal.Events()
-	if len(evs) != 1 || evs[0].Type != "handoff" || !strings.Contains(evs[0].Detail, "10.0.0.1:6379") {
-		t.Fatalf("journal %+v, want one handoff event naming the old master", evs)
+	for _, tc := range []struct {
+		name    string
+		res     consulhealth.Result
+		err     error
+		journal string
+	}{
+		{"old master still answered", consulhealth.Result{LastIndex: 5, Instances: []consulhealth.Instance{oldInst}}, nil, "10.0.0.1:6379"},
+		{"ACL filtered", consulhealth.Result{LastIndex: 5}, &consulhealth.FilteredError{Service: "redis", Partial: consulhealth.Result{LastIndex: 5}}, "ACL token may not read"},
+		{"consul unreachable", consulhealth.Result{}, errors.New("connection refused"), "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			journal := telemetry.NewJournal(10)
+			inst := newInst(func(ctx context.Context, _ string, q consulhealth.Query) (consulhealth.Result, error) {
+				return blocking(ctx, q, tc.res, tc.err)
+			}, journal, 200*time.Millisecond)
+			start := time.Now()
+			if v := inst.handoff(ctx); v != handoffTakeAnyway {
+				t.Fatalf("verdict %d, want take anyway", v)
+			}
+			if took := time.Since(start); took < 200*time.Millisecond || took > 10*time.Second {
+				t.Fatalf("took the tag after %s, want the 200ms handoff", took)
+			}
+			evs := journal.Events()
+			if len(evs) != 1 || evs[0].Type != "handoff" || !strings.Contains(evs[0].Detail, tc.journal) {
+				t.Fatalf("journal %+v, want one handoff event with %q", evs, tc.journal)
+			}
+		})
 	}
 
-	inst = newInst(func(context.Context, string, string, string, uint64, time.Duration) ([]string, uint64, error) {
-		return nil, 0, errors.New("connection refused")
-	}, nil, time.Hour)
-	done := make(chan struct{})
-	go func() { inst.handoff(ctx); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a failed query held the promotion back")
+	// The truth moves to the node Consul answers during the wait: refuse
+	// at once, never take the tag anyway.
+	moved := make(chan struct{})
+	inst = newInst(func(ctx context.Context, _ string, q consulhealth.Query) (consulhealth.Result, error) {
+		if q.WaitIndex != 0 {
+			select {
+			case <-moved:
+			case <-ctx.Done():
+			}
+		}
+		return consulhealth.Result{LastIndex: 5, Instances: []consulhealth.Instance{oldInst}}, nil
+	}, nil, time.Minute)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		truth.set(Master{Name: "shard.a", Addr: old, Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3})
+		close(moved)
+	}()
+	if v := inst.handoff(ctx); v != handoffRefuse {
+		t.Fatalf("verdict %d after the truth moved to the answered node, want refuse", v)
 	}
+}
+
+// TestInstanceWaitsForTheFirstTruth: the agent starts beside an old master
+// that came back (ROLE master, no truth yet). Nothing is written until the
+// first truth, which names another node: the first write is critical with
+// no role tag, and the master tag is never handed over, not even after the
+// handoff wait. Without a truth at all, the first write comes at TruthWait,
+// without the master tag.
+func TestInstanceWaitsForTheFirstTruth(t *testing.T) {
+	node := newFakeNode(t)
+	node.setRole("master", int64(7), []any{})
+	node.setInfo("# Server", "redis_version:7.0.15", "loading:0")
+	other := "10.9.9.9:6379"
+	peers := func(context.Context, string, consulhealth.Query) (consulhealth.Result, error) {
+		return consulhealth.Result{LastIndex: 1, Instances: []consulhealth.Instance{{ID: "redis-10.9.9.9-6379", Address: other, Status: api.HealthPassing}}}, nil
+	}
+	run := func(t *testing.T, truth *fakeTruth, wait time.Duration) (*fakeRegistry, func()) {
+		reg := &fakeRegistry{}
+		inst, err := NewInstance(InstanceOptions{
+			Address: node.addr, MasterName: "shard_a", Tick: 20 * time.Millisecond, Timeout: 200 * time.Millisecond,
+			TruthWait: wait, MasterHandoff: 100 * time.Millisecond, Peers: peers,
+			Truth: truth, Registry: reg, Metrics: telemetry.Discard(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- inst.Run(ctx) }()
+		return reg, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	updates := func(reg *fakeRegistry) []string {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		return slices.Clone(reg.updates)
+	}
+	waitUpdates := func(t *testing.T, reg *fakeRegistry, n int) []string {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(updates(reg)) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("updates %q, want %d", updates(reg), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return updates(reg)
+	}
+
+	t.Run("truth arrives", func(t *testing.T) {
+		truth := &fakeTruth{}
+		reg, stop := run(t, truth, time.Minute)
+		defer stop()
+		time.Sleep(200 * time.Millisecond) // ten ticks: nothing may be written before the truth
+		if u := updates(reg); len(u) != 0 {
+			t.Fatalf("wrote %q before the first truth", u)
+		}
+		truth.set(Master{Name: "shard_a", Addr: other, Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3})
+		u := waitUpdates(t, reg, 1)
+		if u[0] != "[] critical" {
+			t.Fatalf("first write %q, want no role tag, critical", u)
+		}
+		time.Sleep(200 * time.Millisecond)
+		for _, s := range updates(reg) {
+			if strings.Contains(s, "master") {
+				t.Fatalf("the old master got the master tag: %q", updates(reg))
+			}
+		}
+	})
+	t.Run("no truth at all", func(t *testing.T) {
+		reg, stop := run(t, &fakeTruth{}, 150*time.Millisecond)
+		defer stop()
+		start := time.Now()
+		u := waitUpdates(t, reg, 1)
+		if took := time.Since(start); took < 100*time.Millisecond {
+			t.Fatalf("first write after %s, before TruthWait", took)
+		}
+		if u[0] != "[] warning" {
+			t.Fatalf("first write %q, want no role tag, warning", u)
+		}
+	})
 }
 
 func TestInfoField(t *testing.T) {

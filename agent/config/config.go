@@ -188,6 +188,12 @@ type Timing struct {
 	// old master to leave Consul's answers for the master name before it
 	// takes the master tag; 0 takes it at once.
 	MasterHandoff Duration `yaml:"master_handoff"`
+	// TruthWait is how long each local Redis waits at start for the first
+	// Sentinel truth of its master name before its first write to Consul,
+	// so that no role is decided on nothing; 0 does not wait. Past it the
+	// role is written without the truth, and no master tag until Sentinel
+	// names the node.
+	TruthWait Duration `yaml:"truth_wait"`
 }
 
 // Duration is a time.Duration written in Go syntax ("500ms", "2s").
@@ -229,6 +235,7 @@ func Defaults() Config {
 			ProxyCheck:       Duration(time.Second),
 			StaleMasterGrace: Duration(5 * time.Second),
 			MasterHandoff:    Duration(500 * time.Millisecond),
+			TruthWait:        Duration(3 * time.Second),
 		},
 	}
 }

@@ -209,6 +209,9 @@ func (c *Config) Finish() Problems {
 	if c.Timing.MasterHandoff < 0 {
 		bad("timing.master_handoff", "%s: must be 0 (off) or positive", c.Timing.MasterHandoff.D())
 	}
+	if c.Timing.TruthWait < 0 {
+		bad("timing.truth_wait", "%s: must be 0 (do not wait) or positive", c.Timing.TruthWait.D())
+	}
 	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy) == 0 {
 		bad("redis/sentinels/twemproxy", "nothing to do: list at least one local instance")
 	}

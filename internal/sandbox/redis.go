@@ -19,12 +19,26 @@ type RedisOptions struct {
 	ReplicaOf string   // master "ip:port" (e.g. master.Addr()); empty: a master
 	Password  string   // requirepass and masterauth
 	Extra     []string // more config lines
+	// Hosts, when set, names the server's host in it (<name>.<domain>) and
+	// makes the server announce that name to its master
+	// (replica-announce-ip), as Sentinel's announce-hostnames expects.
+	Hosts *Hosts
 }
 
 // Redis is a running redis-server.
 type Redis struct {
 	*Process
 	Password string
+	// Hostname is the name RedisOptions.Hosts gave the host, or "".
+	Hostname string
+}
+
+// Announced is the address the server announces: Hostname:port, or Addr.
+func (r *Redis) Announced() string {
+	if r.Hostname == "" {
+		return r.Addr()
+	}
+	return net.JoinHostPort(r.Hostname, strconv.Itoa(r.Port()))
 }
 
 // StartRedis starts a redis-server on a new host and waits until it answers PING.
@@ -43,10 +57,16 @@ func (c *Cluster) StartRedis(opts RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	announce := ip
+	if opts.Hosts != nil {
+		if announce, err = opts.Hosts.Add(name, ip); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+	}
 	lines := []string{
 		"bind " + ip, "port " + strconv.Itoa(port), "dir " + dir, `logfile ""`,
 		"protected-mode no", "daemonize no", `save ""`, "appendonly no",
-		"replica-announce-ip " + ip,
+		"replica-announce-ip " + announce,
 		// A replica links at once instead of after the default 5s diskless delay.
 		"repl-diskless-sync yes", "repl-diskless-sync-delay 0",
 	}
@@ -65,6 +85,9 @@ func (c *Cluster) StartRedis(opts RedisOptions) (*Redis, error) {
 		return nil, err
 	}
 	r := &Redis{Password: opts.Password}
+	if opts.Hosts != nil {
+		r.Hostname = announce
+	}
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	r.Process, err = c.Start(ProcessSpec{
 		Name: name, Argv: []string{"redis-server", conf}, IP: ip, Ports: []int{port},
@@ -146,6 +169,10 @@ type SentinelOptions struct {
 	Password        string        // auth-pass for the monitored masters
 	RequirePass     string        // the Sentinel's own password (also sentinel-pass)
 	Extra           []string      // more config lines
+	// Hostnames turns on resolve-hostnames and announce-hostnames: the
+	// Sentinel accepts hostnames (in SENTINEL MONITOR, from replicas'
+	// replica-announce-ip) and reports nodes by them.
+	Hostnames bool
 }
 
 // Sentinel is a running redis-sentinel.
@@ -179,10 +206,14 @@ func (c *Cluster) StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 	if err != nil {
 		return nil, err
 	}
+	hostnames := "no"
+	if opts.Hostnames {
+		hostnames = "yes"
+	}
 	lines := []string{
 		"bind " + ip, "port " + strconv.Itoa(port), "dir " + dir, `logfile ""`,
 		"protected-mode no", "daemonize no",
-		"sentinel resolve-hostnames no",
+		"sentinel resolve-hostnames " + hostnames, "sentinel announce-hostnames " + hostnames,
 		"sentinel announce-ip " + ip, "sentinel announce-port " + strconv.Itoa(port),
 	}
 	if opts.RequirePass != "" {

@@ -24,6 +24,11 @@ type ShardOptions struct {
 	// RedisExtra are more redis.conf lines for every node, e.g. an ACL user:
 	// "user agent on >secret +role +info".
 	RedisExtra []string
+	// Hosts, when set, gives every node a hostname in it; the nodes
+	// replicate from and announce that name, and new Sentinels monitor the
+	// master by it with resolve-hostnames and announce-hostnames on, so
+	// that Sentinel reports every node by hostname.
+	Hosts *Hosts
 }
 
 // Shard is a master, its replicas and the Sentinels that watch them.
@@ -52,11 +57,11 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 	defer cancel()
 	s := &Shard{Name: opts.Name, Quorum: opts.Quorum}
 	var err error
-	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password, Extra: opts.RedisExtra}); err != nil {
+	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts}); err != nil {
 		return nil, err
 	}
 	for range opts.Replicas {
-		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Addr(), Password: opts.Password, Extra: opts.RedisExtra})
+		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Announced(), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts})
 		if err != nil {
 			return nil, err
 		}
@@ -69,7 +74,7 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 			return nil, err
 		}
 	}
-	mon := Monitor{Name: opts.Name, Master: s.Master.Addr(), Quorum: opts.Quorum}
+	mon := Monitor{Name: opts.Name, Master: s.Master.Announced(), Quorum: opts.Quorum}
 	if len(opts.Use) > 0 {
 		s.Sentinels = opts.Use
 		for _, sn := range s.Sentinels {
@@ -80,6 +85,7 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 	} else {
 		s.Sentinels, err = c.StartSentinels(opts.Sentinels, SentinelOptions{
 			Monitors: []Monitor{mon}, DownAfter: opts.DownAfter, FailoverTimeout: opts.FailoverTimeout, Password: opts.Password,
+			Hostnames: opts.Hosts != nil,
 		})
 		if err != nil {
 			return nil, err
@@ -106,10 +112,10 @@ func (c *Cluster) StartSentinels(n int, opts SentinelOptions) ([]*Sentinel, erro
 // Nodes are the master and replicas the shard started with.
 func (s *Shard) Nodes() []*Redis { return append([]*Redis{s.Master}, s.Replicas...) }
 
-// Node returns the shard's node at addr, or nil.
+// Node returns the shard's node at addr (its IP or its announced hostname), or nil.
 func (s *Shard) Node(addr string) *Redis {
 	for _, r := range s.Nodes() {
-		if r.Addr() == addr {
+		if r.Addr() == addr || r.Announced() == addr {
 			return r
 		}
 	}

@@ -1,0 +1,119 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
+)
+
+// PeerQuery reads the registrations of service (a blocking query when
+// q.WaitIndex is set). A result the ACL token filtered must come back as a
+// *consulhealth.FilteredError, as consulhealth.Service returns it.
+type PeerQuery func(ctx context.Context, service string, q consulhealth.Query) (consulhealth.Result, error)
+
+// ConsulPeers is the PeerQuery of a Consul client.
+func ConsulPeers(c *api.Client) PeerQuery {
+	return func(ctx context.Context, service string, q consulhealth.Query) (consulhealth.Result, error) {
+		return consulhealth.Service(ctx, c, service, q)
+	}
+}
+
+// handoffRetryPause spaces the queries of a handoff whose answer was
+// unknown (failed, or filtered by the ACL token).
+const handoffRetryPause = 50 * time.Millisecond
+
+// handoff waits, up to MasterHandoff, until Consul answers no other node for
+// this master name's master tag, and returns what handoffStep ruled: take
+// (at once or anyway at the bound) or refuse (the truth moved on).
+func (i *Instance) handoff(ctx context.Context) handoffVerdict {
+	start := time.Now()
+	deadline := start.Add(i.opts.MasterHandoff)
+	tag := consulname.ShardTag(i.opts.MasterName, consulname.RoleMaster)
+	var index uint64
+	warned := false
+	for {
+		// A blocking query without a wait time would block for minutes.
+		wait := max(time.Until(deadline), time.Millisecond)
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(i.opts.Timeout))
+		view, next := i.peers(qctx, tag, index, wait)
+		cancel()
+		if ctx.Err() != nil {
+			return handoffRefuse
+		}
+		truth := i.truth()
+		addrs := []string{truth.Addr}
+		for _, p := range view.Others {
+			addrs = append(addrs, p.Addr)
+		}
+		verdict, why := handoffStep(truth, view, time.Until(deadline) < time.Millisecond, i.names.names(ctx, i.self, addrs...))
+		waited := time.Since(start).Round(time.Microsecond)
+		switch verdict {
+		case handoffTake:
+			if index != 0 || warned {
+				i.log.Info("master handoff: the old master left consul's answers", "waited", waited)
+			}
+			return verdict
+		case handoffRefuse:
+			i.log.Info("master handoff: not taking the master tag", "why", why, "waited", waited)
+			return verdict
+		case handoffTakeAnyway:
+			i.log.Warn("master handoff: taking the master tag at the end of the wait", "why", why, "waited", waited)
+			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
+				Detail: fmt.Sprintf("took %s after %s: %s", tag, i.opts.MasterHandoff, why)})
+			return verdict
+		}
+		if view.Hidden && !warned {
+			warned = true
+			i.log.Warn("master handoff: consul hides registrations with the master tag from the agent's ACL token, so it cannot tell whether the old master left; waiting until none is hidden or master_handoff ends (give the token service:read on the service and node:read)",
+				"service", i.opts.Service, "tag", tag, "master_handoff", i.opts.MasterHandoff)
+		}
+		if view.Err != nil && !warned {
+			warned = true
+			i.log.Warn("master handoff: cannot ask consul whether the old master left; retrying until master_handoff", "error", view.Err)
+		}
+		if view.Err != nil || view.Hidden {
+			// Ask again shortly, without blocking: whether Consul wakes a
+			// blocking query for a change the token may not see is not
+			// something to rely on.
+			next = 0
+			select {
+			case <-ctx.Done():
+				return handoffRefuse
+			case <-time.After(min(handoffRetryPause, max(time.Until(deadline), 0))):
+			}
+		}
+		if next < index { // the index went backwards (a new leader, a snapshot): start over
+			next = 0
+		}
+		index = next
+	}
+}
+
+// peers asks Consul which other registrations it answers for tag, and
+// returns what it saw and the index to block on next.
+func (i *Instance) peers(ctx context.Context, tag string, index uint64, wait time.Duration) (PeerView, uint64) {
+	res, err := i.opts.Peers(ctx, i.opts.Service, consulhealth.Query{Tag: tag, WaitIndex: index, WaitTime: wait})
+	var view PeerView
+	var filtered *consulhealth.FilteredError
+	switch {
+	case errors.As(err, &filtered):
+		view.Hidden, res = true, filtered.Partial
+	case err != nil:
+		view.Err = err
+		return view, index
+	}
+	for _, in := range res.Instances {
+		if in.ID == i.id || in.Status == api.HealthCritical || in.Status == api.HealthMaint {
+			continue // DNS does not answer it
+		}
+		view.Others = append(view.Others, Peer{ID: in.ID, Addr: in.Address})
+	}
+	return view, res.LastIndex
+}
