@@ -194,7 +194,7 @@ func (a *Agent) reload(ctx context.Context) {
 	c, err := a.opts.Reload()
 	if err != nil {
 		a.log.Error("reload: keeping the running configuration", "error", err)
-		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload-failed", Subject: a.cfg.NodeName, Detail: err.Error(), Level: "error"})
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload-failed", Subject: a.cfg.NodeName, Detail: err.Error(), Level: telemetry.LevelError})
 		return
 	}
 	old := a.cfg
@@ -276,7 +276,7 @@ func (a *Agent) apply(ctx context.Context, c *config.Config) {
 func (a *Agent) report(kind string, errs []error) {
 	for _, err := range errs {
 		a.log.Error("cannot start", "kind", kind, "error", err)
-		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start-failed", Subject: kind, Detail: err.Error(), Level: "error"})
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start-failed", Subject: kind, Detail: err.Error(), Level: telemetry.LevelError})
 	}
 }
 
@@ -334,7 +334,7 @@ func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
 	return func(ctx context.Context) {
 		if err := f(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("runner stopped", "kind", kind, "id", id, "error", err)
-			a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "runner-failed", Subject: id, Detail: err.Error(), Level: "error"})
+			a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "runner-failed", Subject: id, Detail: err.Error(), Level: telemetry.LevelError})
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package httpapi
+package statusclient
 
 import (
 	"context"
@@ -7,14 +7,43 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/internal/statustest"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 )
+
+// testNow is the clock of the fixture, as in agent/httpapi's tests.
+var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func fixture(now time.Time, failedOver bool) (status.Snapshot, status.Cluster) {
+	return statustest.Fixture(now, failedOver, httpapi.BuildCluster)
+}
+
+type staticSource struct {
+	snap    status.Snapshot
+	cluster status.Cluster
+}
+
+func (s staticSource) Snapshot() status.Snapshot              { return s.snap }
+func (s staticSource) Cluster(context.Context) status.Cluster { return s.cluster }
+
+func newTestServer(t *testing.T, snap status.Snapshot, cl status.Cluster) *httptest.Server {
+	t.Helper()
+	s, err := httpapi.New(httpapi.Options{Source: staticSource{snap, cl}, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
 
 func TestWriteTextFull(t *testing.T) {
 	snap, cl := fixture(testNow, true)
 	var b strings.Builder
-	if err := WriteText(&b, Report{Status: snap, Cluster: cl}, TextOptions{Now: testNow}); err != nil {
+	if err := WriteText(&b, status.Report{Status: snap, Cluster: cl}, TextOptions{Now: testNow}); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -44,7 +73,7 @@ func TestWriteTextFull(t *testing.T) {
 
 func TestWriteTextEmpty(t *testing.T) {
 	var b strings.Builder
-	err := WriteText(&b, Report{Cluster: status.Cluster{Error: "connection refused"}}, TextOptions{Now: testNow})
+	err := WriteText(&b, status.Report{Cluster: status.Cluster{Error: "connection refused"}}, TextOptions{Now: testNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,15 +89,14 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 
 func TestWriteTextReportsWriteErrors(t *testing.T) {
 	snap, cl := fixture(testNow, true)
-	if err := WriteText(failWriter{}, Report{Status: snap, Cluster: cl}, TextOptions{}); err == nil {
+	if err := WriteText(failWriter{}, status.Report{Status: snap, Cluster: cl}, TextOptions{}); err == nil {
 		t.Fatal("want the write error")
 	}
 }
 
 func TestClient(t *testing.T) {
-	src := &fakeSource{}
-	src.set(fixture(testNow, true))
-	ts := newTestServer(t, src)
+	snap0, cl0 := fixture(testNow, true)
+	ts := newTestServer(t, snap0, cl0)
 	c := NewClient(strings.TrimPrefix(ts.URL, "http://"))
 	snap, raw, err := c.Status(context.Background())
 	if err != nil || snap.Node != "cache-1" || len(raw) == 0 {

@@ -1,4 +1,8 @@
-package httpapi
+// Package statusview is the view model of the status contract: what the
+// dashboard (agent/httpapi) and the terminal table of `redis-consul-agent
+// status` (agent/statusclient) show, derived once from a status.Snapshot
+// and a status.Cluster so that both read the same. It is pure: no I/O.
+package statusview
 
 import (
 	"fmt"
@@ -7,38 +11,38 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
-// The view model: what the dashboard template and the terminal table show,
-// derived once from a Snapshot and a Cluster so both read the same.
-
-// view is everything one render needs.
-type view struct {
+// View is everything one render needs.
+type View struct {
 	Now      time.Time
 	Snap     status.Snapshot
 	Cluster  status.Cluster
-	Summary  summary
-	Shards   []shardView
-	Proxies  []proxyView
-	Timeline []failoverView
-	Events   []telemetry.Event
+	Summary  Summary
+	Shards   []Shard
+	Proxies  []Proxy
+	Timeline []Failover
+	Events   []status.Event
 	// EventsTotal is how many events the agent holds; Events is the newest part.
 	EventsTotal int
 	Refresh     time.Duration
 }
 
-// summary is the header line: how many shards are in which state.
-type summary struct {
+// Summary is the header line: how many shards are in which state.
+type Summary struct {
 	Shards, OK, Degraded, SplitBrain, Down int
-	// Health is the worst shard health, or "unknown" with no shard at all.
-	Health string
+	// Verdict is the worst shard verdict, or "unknown" with no shard at all.
+	Verdict string
 	// Text is the one-line verdict for the page title and the CLI.
 	Text string
 }
 
-type shardView struct {
+// Shard is one shard as shown: the contract's Shard and what this agent
+// adds to it (its Sentinel links, its twemproxy routes, its failovers).
+type Shard struct {
 	status.Shard
 	// Master is the node to show big: the one master, or the Sentinel truth
 	// when Consul has none, or the first of a split brain.
@@ -46,49 +50,55 @@ type shardView struct {
 	MasterIsAlt bool // Master is not in Consul as master: only Sentinel names it
 	Agree       string
 	AgreeOK     bool
-	Sentinels   []sentinelChip
-	Routes      []routeView
+	Sentinels   []SentinelChip
+	Routes      []Route
 	Failovers   int
 	LastFailAt  time.Time
 }
 
-// sentinelChip is one Sentinel's opinion of one shard.
-type sentinelChip struct {
+// SentinelChip is one Sentinel's opinion of one shard.
+type SentinelChip struct {
 	Addr  string
 	State string // agree, disagree, down, unknown
 	Says  string // the address it names, when it disagrees
 	Title string
 }
 
-// routeView is one local twemproxy server line that routes a shard.
-type routeView struct {
+// Route is one local twemproxy server line that routes a shard.
+type Route struct {
 	Proxy, Pool, Addr, Want string
 	Matches                 bool
 }
 
-type proxyView struct {
+// Proxy is one registered pool, with this agent's own view when it
+// manages the pool.
+type Proxy struct {
 	status.ClusterProxy
 	Local   *status.Pool  // set when this agent manages the pool
 	Process *status.Proxy // the local twemproxy the pool belongs to
 }
 
-type failoverView struct {
-	telemetry.Failover
+// Failover is one failover this agent learnt of, with the delays after
+// which each target applied it here.
+type Failover struct {
+	status.Failover
 	Consul, Twemproxy time.Duration // 0: not applied by this agent
 }
 
-// maxEvents is how many of the journal's events the dashboard lists.
-const maxEvents = 100
+// MaxEvents is how many of the journal's events the dashboard lists.
+const MaxEvents = 100
 
-func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.Duration) view {
-	v := view{Now: now, Snap: snap, Cluster: cl, Refresh: refresh}
+// Build derives the view from one agent's snapshot and the cluster it
+// sees; refresh is how often the dashboard polls (0 for the terminal).
+func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.Duration) View {
+	v := View{Now: now, Snap: snap, Cluster: cl, Refresh: refresh}
 
 	// Which Sentinels monitor what, from Consul tags and this agent's views.
-	routes := map[string][]routeView{}
+	routes := map[string][]Route{}
 	for _, p := range snap.Proxies {
 		for _, pool := range p.Pools {
 			for _, srv := range pool.Servers {
-				routes[srv.Name] = append(routes[srv.Name], routeView{
+				routes[srv.Name] = append(routes[srv.Name], Route{
 					Proxy: p.Name, Pool: pool.Name, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
 				})
 			}
@@ -104,7 +114,7 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 	}
 
 	for _, sh := range cl.Shards {
-		sv := shardView{Shard: sh, Routes: routes[sh.Name], Failovers: failCount[sh.Name], LastFailAt: lastFail[sh.Name]}
+		sv := Shard{Shard: sh, Routes: routes[sh.Name], Failovers: failCount[sh.Name], LastFailAt: lastFail[sh.Name]}
 		switch {
 		case len(sh.Masters) > 0:
 			m := sh.Masters[0]
@@ -113,9 +123,9 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 			sv.Master = &status.ClusterNode{Addr: sh.Truth.Addr, Status: api.HealthCritical, Output: "named by Sentinel, not a master in Consul"}
 			sv.MasterIsAlt = true
 		}
-		if t := sh.Truth; t != nil && t.Known > 0 {
-			sv.Agree = fmt.Sprintf("%d/%d agree", t.Agree, t.Known)
-			sv.AgreeOK = t.Agree == t.Known
+		if t := sh.Truth; t != nil && t.Total > 0 {
+			sv.Agree = fmt.Sprintf("%d/%d agree", t.Agree, t.Total)
+			sv.AgreeOK = t.Agree == t.Total
 		}
 		for _, cs := range cl.Sentinels {
 			if !monitors(cs, sh.Name) {
@@ -123,12 +133,12 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 			}
 			sv.Sentinels = append(sv.Sentinels, chip(cs, sh))
 		}
-		switch sv.Health {
-		case status.HealthOK:
+		switch sv.Verdict {
+		case status.VerdictOK:
 			v.Summary.OK++
-		case status.HealthSplitBrain:
+		case status.VerdictSplitBrain:
 			v.Summary.SplitBrain++
-		case status.HealthDown:
+		case status.VerdictDown:
 			v.Summary.Down++
 		default:
 			v.Summary.Degraded++
@@ -136,7 +146,7 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 		v.Shards = append(v.Shards, sv)
 	}
 	v.Summary.Shards = len(v.Shards)
-	v.Summary.Health, v.Summary.Text = verdict(v.Summary, cl.Error)
+	v.Summary.Verdict, v.Summary.Text = verdict(v.Summary, cl.Error)
 
 	local := map[string]struct {
 		pool *status.Pool
@@ -154,7 +164,7 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 		}
 	}
 	for _, cp := range cl.Proxies {
-		pv := proxyView{ClusterProxy: cp}
+		pv := Proxy{ClusterProxy: cp}
 		if l, ok := local[cp.ServiceID]; ok {
 			pv.Local, pv.Process = l.pool, l.proc
 		}
@@ -163,7 +173,7 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 
 	for i := len(snap.Failovers) - 1; i >= 0; i-- {
 		f := snap.Failovers[i]
-		fv := failoverView{Failover: f}
+		fv := Failover{Failover: f}
 		if !f.ConsulAt.IsZero() {
 			fv.Consul = f.ConsulAt.Sub(f.At)
 		}
@@ -174,27 +184,27 @@ func buildView(snap status.Snapshot, cl status.Cluster, now time.Time, refresh t
 	}
 
 	v.EventsTotal = len(snap.Events)
-	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < maxEvents; i-- {
+	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < MaxEvents; i-- {
 		v.Events = append(v.Events, snap.Events[i])
 	}
 	return v
 }
 
 // verdict is the worst state and the words for it.
-func verdict(s summary, clusterErr string) (string, string) {
+func verdict(s Summary, clusterErr string) (string, string) {
 	switch {
 	case s.SplitBrain > 0:
-		return status.HealthSplitBrain, plural(s.SplitBrain, "shard") + " in split brain"
+		return status.VerdictSplitBrain, plural(s.SplitBrain, "shard") + " in split brain"
 	case s.Down > 0:
-		return status.HealthDown, plural(s.Down, "shard") + " without a master"
+		return status.VerdictDown, plural(s.Down, "shard") + " without a master"
 	case s.Degraded > 0:
-		return status.HealthDegraded, plural(s.Degraded, "shard") + " degraded"
+		return status.VerdictDegraded, plural(s.Degraded, "shard") + " degraded"
 	case s.Shards == 0 && clusterErr != "":
 		return "unknown", "Consul unreachable"
 	case s.Shards == 0:
 		return "unknown", "no shard registered in Consul"
 	}
-	return status.HealthOK, "all " + plural(s.Shards, "shard") + " healthy"
+	return status.VerdictOK, "all " + plural(s.Shards, "shard") + " healthy"
 }
 
 func plural(n int, word string) string {
@@ -218,14 +228,14 @@ func monitors(cs status.ClusterSentinel, shard string) bool {
 	return false
 }
 
-func chip(cs status.ClusterSentinel, sh status.Shard) sentinelChip {
-	c := sentinelChip{Addr: cs.Addr, State: "unknown"}
+func chip(cs status.ClusterSentinel, sh status.Shard) SentinelChip {
+	c := SentinelChip{Addr: cs.Addr, State: "unknown"}
 	says, seen := cs.View[sh.Name]
 	switch {
 	case cs.Up != nil && !*cs.Up:
 		c.State = "down"
 		c.Title = "this agent cannot reach it"
-	case seen && sh.Truth != nil && sh.Truth.Addr != "" && sameAddr(says, sh.Truth.Addr):
+	case seen && sh.Truth != nil && sh.Truth.Addr != "" && addr.Same(says, sh.Truth.Addr):
 		c.State = "agree"
 		c.Title = "names " + says
 	case seen && sh.Truth != nil && sh.Truth.Addr != "":
@@ -241,9 +251,9 @@ func chip(cs status.ClusterSentinel, sh status.Shard) sentinelChip {
 	return c
 }
 
-// shortDur prints a duration the way operators read reaction times: 3.2ms,
+// ShortDur prints a duration the way operators read reaction times: 3.2ms,
 // 850ms, 2.4s, 3m10s.
-func shortDur(d time.Duration) string {
+func ShortDur(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "—"
@@ -263,8 +273,8 @@ func shortDur(d time.Duration) string {
 	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
-// ago is "12s ago", "3m05s ago"; "—" for a zero time.
-func ago(now, t time.Time) string {
+// Ago is "12s ago", "3m05s ago"; "—" for a zero time.
+func Ago(now, t time.Time) string {
 	if t.IsZero() {
 		return "—"
 	}
@@ -272,15 +282,24 @@ func ago(now, t time.Time) string {
 	if d < time.Second {
 		return "just now"
 	}
-	return shortDur(d.Truncate(time.Second)) + " ago"
+	return ShortDur(d.Truncate(time.Second)) + " ago"
 }
 
-// sortedKeys returns the keys of m in order.
-func sortedKeys(m map[string]string) []string {
+// SortedKeys returns the keys of m in order.
+func SortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// OrDash shows an empty text as a dash, so an empty cell still reads as
+// "nothing" rather than a layout glitch.
+func OrDash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "—"
+	}
+	return s
 }
