@@ -89,7 +89,7 @@ func statusProxy(st twemproxy.Status) status.Proxy {
 	for _, pool := range st.Pools {
 		ps := status.Pool{Name: pool.Name, Listen: pool.Listen, ServiceID: pool.ServiceID, Status: pool.Health, Why: pool.Output}
 		for _, s := range pool.Servers {
-			srv := status.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight, Matches: s.Matches}
+			srv := status.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight, Follows: s.Truth != "", Matches: s.Matches}
 			if !s.Matches {
 				srv.Want = s.Truth
 			}

@@ -120,11 +120,16 @@ type Pool struct {
 
 // Server is one server line of a pool.
 type Server struct {
-	Name    string `json:"name"`
-	Addr    string `json:"addr"`
-	Weight  int    `json:"weight"`
-	Want    string `json:"want,omitempty"` // the Sentinel truth when it differs
-	Matches bool   `json:"matches"`
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+	Want   string `json:"want,omitempty"` // the Sentinel truth when it differs
+	// Follows is true when the server is named after a master the
+	// Sentinels report, so the agent keeps it on that master. Matches is
+	// false only for such a server that is elsewhere now; a server that
+	// does not follow Sentinel always "matches", as nothing says otherwise.
+	Follows bool `json:"follows"`
+	Matches bool `json:"matches"`
 }
 
 // Restart is one restart of a proxy.

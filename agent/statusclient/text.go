@@ -227,7 +227,10 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 				}
 				for _, srv := range pool.Servers {
 					m := "yes"
-					if !srv.Matches {
+					switch {
+					case !srv.Follows:
+						m = "not a Sentinel master name"
+					case !srv.Matches:
 						m = "NO"
 						if srv.Want != "" {
 							m += ", want " + srv.Want

@@ -76,6 +76,10 @@ type Proxy struct {
 	status.ClusterProxy
 	Local   *status.Pool  // set when this agent manages the pool
 	Process *status.Proxy // the local twemproxy the pool belongs to
+	// Follow says in words whether the pool's servers follow Sentinel, from
+	// this agent's own reading; empty when another agent manages the pool
+	// (its check output, in ClusterProxy.Output, says it then).
+	Follow string
 }
 
 // Failover is one failover this agent learnt of, with the delays after
@@ -167,6 +171,7 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 		pv := Proxy{ClusterProxy: cp}
 		if l, ok := local[cp.ServiceID]; ok {
 			pv.Local, pv.Process = l.pool, l.proc
+			pv.Follow = follow(l.pool.Servers)
 		}
 		v.Proxies = append(v.Proxies, pv)
 	}
@@ -188,6 +193,30 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 		v.Events = append(v.Events, snap.Events[i])
 	}
 	return v
+}
+
+// follow sums up whether a pool's servers follow Sentinel, in the words of
+// the pool's check: a passing pool is not "on the right masters" unless
+// its servers are named after masters the Sentinels report.
+func follow(servers []status.Server) string {
+	follows, wrong := 0, 0
+	for _, s := range servers {
+		if s.Follows {
+			follows++
+			if !s.Matches {
+				wrong++
+			}
+		}
+	}
+	switch {
+	case wrong > 0:
+		return plural(wrong, "server") + " not on the Sentinel master"
+	case follows == 0:
+		return "not following Sentinel"
+	case follows == len(servers):
+		return "on the Sentinel masters"
+	}
+	return fmt.Sprintf("%d of %d servers follow Sentinel", follows, len(servers))
 }
 
 // verdict is the worst state and the words for it.
