@@ -53,6 +53,10 @@ type Agent struct {
 	redis     group
 	sentinels group
 	proxies   group
+
+	// peerCache holds the other agents' latest failover reports, for the
+	// merged timeline of /v1/cluster (see peers.go).
+	peerCache peerCache
 }
 
 // New checks what can be checked before anything starts: the Consul client

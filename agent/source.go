@@ -38,8 +38,9 @@ func (a *Agent) startHTTP(ctx context.Context) error {
 
 // Cluster implements httpapi.Source: the whole cluster as Consul's health
 // API reports it (through consulhealth, every instance whatever its
-// status). A result the ACL token filtered is shown with what Consul did
-// return and named in Cluster.Error, never taken for the whole cluster.
+// status), and the recent failovers merged from this agent and its peers.
+// A result the ACL token filtered is shown with what Consul did return and
+// named in Cluster.Error, never taken for the whole cluster.
 func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	a.mu.Lock()
 	cfg := a.cfg
@@ -67,6 +68,9 @@ func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	proxies := fetch(cfg.TwemproxyServices()...)
 	views, truth := a.sentinelViews()
 	c := httpapi.BuildCluster(redis, sentinels, proxies, truth, views)
+	self := nodeReport{Node: cfg.NodeName, Failovers: statusFailovers(a.journal.Failovers()), Events: statusEvents(a.journal.Events())}
+	peers, who := a.peerReports(ctx, heartbeat(cfg).ID)
+	c.Failovers, c.Peers = mergeStories(append([]nodeReport{self}, peers...)), who
 	if firstErr != nil {
 		c.Error = "consul: " + firstErr.Error()
 	} else if len(hidden) > 0 {

@@ -308,6 +308,8 @@ func (s *Server) cluster(ctx context.Context) status.Cluster {
 	nonNil(&v.Shards)
 	nonNil(&v.Sentinels)
 	nonNil(&v.Proxies)
+	nonNil(&v.Failovers)
+	nonNil(&v.Peers)
 	for i := range v.Shards {
 		if v.Shards[i].Verdict == "" {
 			Assess(&v.Shards[i])

@@ -147,7 +147,62 @@ type Cluster struct {
 	Shards    []Shard           `json:"shards"`
 	Sentinels []ClusterSentinel `json:"sentinels"`
 	Proxies   []ClusterProxy    `json:"proxies"`
-	Error     string            `json:"error,omitempty"`
+	// Failovers are the recent failovers, each told once, merged from this
+	// agent and every peer that answered; oldest first.
+	Failovers []ClusterFailover `json:"failovers"`
+	// Peers are the other agents (the redis-consul-agent services) whose
+	// stories Failovers merges; one that did not answer has Error set.
+	Peers []Peer `json:"peers"`
+	Error string `json:"error,omitempty"`
+}
+
+// ClusterFailover is one failover of a shard as every agent that took part
+// saw it: Sentinel's phases, each agent's actions, and the client-visible
+// gap.
+type ClusterFailover struct {
+	Master string    `json:"master"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	At     time.Time `json:"at"` // the earliest an agent learnt of it
+	// Nodes are the agents that reported it.
+	Nodes []string `json:"nodes"`
+	// Phases are Sentinel's, each at its earliest report by any agent.
+	Phases []Phase `json:"phases"`
+	// Actions are what each agent did about it, oldest first.
+	Actions []Action `json:"actions"`
+	// ConsulAt is when the new master was tagged in Consul (by the agent
+	// beside it), TwemproxyAt when the last twemproxy that moved did;
+	// zero when nobody reported it.
+	ConsulAt    time.Time `json:"consul_at,omitzero"`
+	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+	// Gap is the client-visible gap: from Sentinel's first sign of the
+	// failover (the master down, or the failover started) to the moment the
+	// new master was reachable through Consul and every proxy that moved;
+	// zero when not known.
+	Gap time.Duration `json:"gap_ns,omitempty"`
+}
+
+// Phase is one step of Sentinel's failover.
+type Phase struct {
+	Name string    `json:"name"` // down, failover started, leader elected, replica chosen, promoted, announced, ended
+	At   time.Time `json:"at"`
+	Node string    `json:"node"` // the agent that saw it first
+}
+
+// Action is one thing an agent did about a failover.
+type Action struct {
+	Node   string    `json:"node"`
+	At     time.Time `json:"at"`
+	What   string    `json:"what"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Peer is another agent, found through its redis-consul-agent service.
+type Peer struct {
+	Node      string `json:"node"`
+	ServiceID string `json:"service_id"`
+	Addr  string `json:"addr,omitempty"` // its status API, Meta "http"
+	Error string `json:"error,omitempty"`
 }
 
 // Shard is one Sentinel master name with its registered nodes.

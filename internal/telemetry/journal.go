@@ -126,6 +126,9 @@ func (j *Journal) Add(e Event) {
 
 // Events returns a copy of the recorded events, oldest first.
 func (j *Journal) Events() []Event {
+	if j == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]Event(nil), j.events...)
@@ -210,6 +213,9 @@ func (j *Journal) Applied(target, master, addr string, t time.Time) (time.Durati
 
 // Failovers returns a copy of the recorded failovers, oldest first.
 func (j *Journal) Failovers() []Failover {
+	if j == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]Failover(nil), j.failovers...)
