@@ -39,7 +39,7 @@ func TestBuildClusterShards(t *testing.T) {
 		wantMasters  []string
 		wantReplicas []string
 		wantOther    []string
-		wantVerdict   string
+		wantVerdict  string
 		wantProblem  string // a substring of one problem; "" means no problems
 	}{
 		{
@@ -49,7 +49,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379", "10.0.0.3:6379"},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictOK,
+			wantVerdict:  status.VerdictOK,
 		},
 		{
 			name:         "split brain: two masters DNS would answer",
@@ -58,7 +58,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379", "10.0.0.2:6379"},
 			wantReplicas: []string{"10.0.0.3:6379"},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictSplitBrain,
+			wantVerdict:  status.VerdictSplitBrain,
 			wantProblem:  "split brain: 2 masters",
 		},
 		{
@@ -68,7 +68,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{"10.0.0.1:6379"},
-			wantVerdict:   status.VerdictDown,
+			wantVerdict:  status.VerdictDown,
 			wantProblem:  "no master in Consul (Sentinel says 10.0.0.2:6379)",
 		},
 		{
@@ -78,7 +78,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "is not the Sentinel master 10.0.0.2:6379",
 		},
 		{
@@ -88,7 +88,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{"10.0.0.9:6379"},
-			wantVerdict:   status.VerdictDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "replica 10.0.0.2:6379 is warning: out 10.0.0.2",
 		},
 		{
@@ -98,7 +98,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "2/3 Sentinels agree",
 		},
 		{
@@ -107,7 +107,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "no replica registered",
 		},
 		{
@@ -116,7 +116,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{},
 			wantReplicas: []string{},
 			wantOther:    []string{},
-			wantVerdict:   status.VerdictDown,
+			wantVerdict:  status.VerdictDown,
 			wantProblem:  "no master in Consul",
 		},
 	}

@@ -201,8 +201,8 @@ type Action struct {
 type Peer struct {
 	Node      string `json:"node"`
 	ServiceID string `json:"service_id"`
-	Addr  string `json:"addr,omitempty"` // its status API, Meta "http"
-	Error string `json:"error,omitempty"`
+	Addr      string `json:"addr,omitempty"` // its status API, Meta "http"
+	Error     string `json:"error,omitempty"`
 }
 
 // Shard is one Sentinel master name with its registered nodes.
