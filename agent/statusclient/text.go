@@ -152,16 +152,8 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		t.flush()
 	}
 
-	if len(v.Timeline) > 0 {
-		t := p.table("FAILOVERS (seen by this agent, newest first)", "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY")
-		for i, f := range v.Timeline {
-			if i == o.Failovers {
-				break
-			}
-			t.row(f.At.Local().Format("2006-01-02 15:04:05")+" ("+ago(o.Now, f.At)+")", f.Master,
-				orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy))
-		}
-		t.flush()
+	if len(v.Timeline) > 0 || len(v.Silent) > 0 {
+		writeTimeline(p, v, o, cut)
 	}
 
 	if len(s.Instances) > 0 {
@@ -251,6 +243,42 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		t.flush()
 	}
 	return p.err
+}
+
+// writeTimeline prints the failovers, each with its story when the agent
+// merged one from its peers, and names the peers that did not answer.
+func writeTimeline(p *printer, v statusview.View, o TextOptions, cut func(string) string) {
+	title := "FAILOVERS (seen by this agent, newest first)"
+	if v.Peers > 0 {
+		title = fmt.Sprintf("FAILOVERS (merged from this agent and %d more, newest first)", v.Peers)
+	}
+	t := p.table(title, "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY", "GAP")
+	for i, f := range v.Timeline {
+		if i == o.Failovers {
+			break
+		}
+		t.row(f.At.Local().Format("2006-01-02 15:04:05")+" ("+ago(o.Now, f.At)+")", f.Master,
+			orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy), shortDur(f.Gap))
+		for _, st := range f.Steps {
+			after := "0"
+			if st.After > 0 {
+				after = "+" + shortDur(st.After)
+			}
+			line := after + " " + st.Node + ": " + st.What
+			if st.Detail != "" {
+				line += " (" + st.Detail + ")"
+			}
+			t.row("", "  "+cut(line))
+		}
+	}
+	t.flush()
+	for _, peer := range v.Silent {
+		addr := ""
+		if peer.Addr != "" {
+			addr = " (" + peer.Addr + ")"
+		}
+		p.line("! agent " + peer.Node + addr + " did not answer: " + cut(peer.Error))
+	}
 }
 
 // printer writes blocks separated by blank lines and remembers the first

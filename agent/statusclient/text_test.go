@@ -138,3 +138,46 @@ func TestNewClientAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTextMergedTimeline: with a story merged from the peers, the
+// table shows each failover once with every agent's step, and names the
+// peer that did not answer.
+func TestWriteTextMergedTimeline(t *testing.T) {
+	at := testNow.Add(-30 * time.Second)
+	ms := func(n int) time.Time { return at.Add(time.Duration(n) * time.Millisecond) }
+	cl := status.Cluster{
+		Failovers: []status.ClusterFailover{{
+			Master: "orders", From: "10.0.1.11:6379", To: "10.0.1.12:6379", At: at,
+			Nodes:       []string{"cache-3", "cache-2", "proxy-1"},
+			Phases:      []status.Phase{{Name: "down", At: ms(-400), Node: "cache-3"}},
+			Actions:     []status.Action{{Node: "cache-2", At: ms(4), What: "tagged 10.0.1.12:6379 master in Consul"}, {Node: "proxy-1", At: ms(9), What: "moved twemproxy to 10.0.1.12:6379"}},
+			ConsulAt:    ms(4),
+			TwemproxyAt: ms(9),
+			Gap:         409 * time.Millisecond,
+		}},
+		Peers: []status.Peer{{Node: "cache-2", Addr: "10.0.1.12:8765"}, {Node: "proxy-1", Addr: "10.0.3.31:8765"}, {Node: "cache-9", Addr: "10.0.1.19:8765", Error: "connection refused"}},
+	}
+	var b strings.Builder
+	if err := WriteText(&b, status.Report{Status: status.Snapshot{Now: testNow}, Cluster: cl}, TextOptions{Now: testNow}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"FAILOVERS (merged from this agent and 2 more, newest first)",
+		"10.0.1.11:6379 -> 10.0.1.12:6379  4.0ms   9.0ms      409ms",
+		"0 cache-3: Sentinel: down",
+		"+404ms cache-2: tagged 10.0.1.12:6379 master in Consul",
+		"+409ms proxy-1: moved twemproxy to 10.0.1.12:6379",
+		"! agent cache-9 (10.0.1.19:8765) did not answer: connection refused",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Count(out, "-> 10.0.1.12:6379") != 1 {
+		t.Errorf("the failover must be listed once")
+	}
+	if t.Failed() {
+		t.Log("\n" + out)
+	}
+}

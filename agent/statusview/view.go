@@ -28,6 +28,10 @@ type View struct {
 	Events   []status.Event
 	// EventsTotal is how many events the agent holds; Events is the newest part.
 	EventsTotal int
+	// Peers is how many other agents answered for the timeline; Silent are those
+	// that did not answer (or were not asked), named so none is hidden.
+	Peers  int
+	Silent []status.Peer
 	Refresh     time.Duration
 }
 
@@ -86,7 +90,24 @@ type Proxy struct {
 // which each target applied it here.
 type Failover struct {
 	status.Failover
-	Consul, Twemproxy time.Duration // 0: not applied by this agent
+	Consul, Twemproxy time.Duration // 0: not applied (by this agent, when not Merged)
+	// Merged is true when the row is the cluster's story, merged from
+	// Nodes; false when it is only what this agent saw.
+	Merged bool
+	Nodes  []string
+	// Steps are Sentinel's phases and every agent's actions, oldest first.
+	Steps []Step
+	Gap   time.Duration // client-visible, 0 when not known
+}
+
+// Step is one line of a failover's story.
+type Step struct {
+	At     time.Time
+	After  time.Duration // since the story's first step
+	Node   string
+	Source string // "sentinel" for a phase, "agent" for an action
+	What   string
+	Detail string
 }
 
 // MaxEvents is how many of the journal's events the dashboard lists.
@@ -176,23 +197,60 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 		v.Proxies = append(v.Proxies, pv)
 	}
 
-	for i := len(snap.Failovers) - 1; i >= 0; i-- {
-		f := snap.Failovers[i]
-		fv := Failover{Failover: f}
-		if !f.ConsulAt.IsZero() {
-			fv.Consul = f.ConsulAt.Sub(f.At)
+	if len(cl.Failovers) > 0 {
+		for i := len(cl.Failovers) - 1; i >= 0; i-- {
+			v.Timeline = append(v.Timeline, story(cl.Failovers[i]))
 		}
-		if !f.TwemproxyAt.IsZero() {
-			fv.Twemproxy = f.TwemproxyAt.Sub(f.At)
+	} else {
+		for i := len(snap.Failovers) - 1; i >= 0; i-- {
+			v.Timeline = append(v.Timeline, timed(Failover{Failover: snap.Failovers[i]}))
 		}
-		v.Timeline = append(v.Timeline, fv)
 	}
+	for _, p := range cl.Peers {
+		if p.Error != "" {
+			v.Silent = append(v.Silent, p)
+		}
+	}
+	v.Peers = len(cl.Peers) - len(v.Silent)
 
 	v.EventsTotal = len(snap.Events)
 	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < MaxEvents; i-- {
 		v.Events = append(v.Events, snap.Events[i])
 	}
 	return v
+}
+
+// timed fills the reaction times from the failover's own times.
+func timed(fv Failover) Failover {
+	if !fv.ConsulAt.IsZero() {
+		fv.Consul = fv.ConsulAt.Sub(fv.At)
+	}
+	if !fv.TwemproxyAt.IsZero() {
+		fv.Twemproxy = fv.TwemproxyAt.Sub(fv.At)
+	}
+	return fv
+}
+
+// story is one merged failover as a timeline row with its steps.
+func story(cf status.ClusterFailover) Failover {
+	fv := timed(Failover{
+		Failover: status.Failover{Master: cf.Master, From: cf.From, To: cf.To, At: cf.At, ConsulAt: cf.ConsulAt, TwemproxyAt: cf.TwemproxyAt},
+		Merged:   true, Nodes: cf.Nodes, Gap: cf.Gap,
+	})
+	for _, p := range cf.Phases {
+		fv.Steps = append(fv.Steps, Step{At: p.At, Node: p.Node, Source: "sentinel", What: "Sentinel: " + p.Name})
+	}
+	for _, a := range cf.Actions {
+		fv.Steps = append(fv.Steps, Step{At: a.At, Node: a.Node, Source: "agent", What: a.What, Detail: a.Detail})
+	}
+	sort.SliceStable(fv.Steps, func(i, j int) bool { return fv.Steps[i].At.Before(fv.Steps[j].At) })
+	if len(fv.Steps) > 0 {
+		start := fv.Steps[0].At
+		for i := range fv.Steps {
+			fv.Steps[i].After = fv.Steps[i].At.Sub(start)
+		}
+	}
+	return fv
 }
 
 // follow sums up whether a pool's servers follow Sentinel, in the words of
