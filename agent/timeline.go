@@ -2,9 +2,11 @@ package agent
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -26,6 +28,9 @@ const (
 	// of the switch, tags and restarts follow it.
 	eventsBefore = 15 * time.Second
 	eventsAfter  = 15 * time.Second
+	// actionSlack lets an action a little older than the first Sentinel
+	// phase in (clocks of agents on different hosts differ a little).
+	actionSlack = 500 * time.Millisecond
 	// maxStories and maxActions bound what one /v1/cluster carries.
 	maxStories = 20
 	maxActions = 60
@@ -117,42 +122,71 @@ func mergeStories(reports []nodeReport) []status.ClusterFailover {
 }
 
 // addEvents takes into s the events every agent journaled around it: the
-// Sentinel phases of its master name and the agents' Consul and twemproxy
-// actions.
+// Sentinel phases of its master name, then the agents' actions from the
+// first phase on (a tag written, a service deregistered, a handoff, a
+// twemproxy rewrite or restart). Check-state changes are left out: the
+// registration that follows carries the state.
 func addEvents(s *status.ClusterFailover, reports []nodeReport) {
 	from, to := s.At.Add(-eventsBefore), s.At.Add(eventsAfter)
 	phaseAt := map[string]int{}
 	for _, r := range reports {
 		for _, e := range r.Events {
-			if e.Time.Before(from) || e.Time.After(to) {
+			if e.Kind != string(telemetry.KindSentinel) || e.Subject != s.Master || e.Time.Before(from) || e.Time.After(to) {
 				continue
 			}
-			switch e.Kind {
-			case string(telemetry.KindSentinel):
-				name, ok := phaseName(e.Type)
-				if !ok || e.Subject != s.Master {
-					continue
-				}
-				if i, seen := phaseAt[name]; seen {
-					if e.Time.Before(s.Phases[i].At) {
-						s.Phases[i] = status.Phase{Name: name, At: e.Time, Node: r.Node}
-					}
-					continue
-				}
-				phaseAt[name] = len(s.Phases)
-				s.Phases = append(s.Phases, status.Phase{Name: name, At: e.Time, Node: r.Node})
-			case string(telemetry.KindConsul), string(telemetry.KindTwemproxy):
-				s.Actions = append(s.Actions, status.Action{Node: r.Node, At: e.Time, What: e.Kind + " " + e.Type + " " + e.Subject, Detail: e.Detail})
+			name, ok := phaseName(e.Type)
+			if !ok {
+				continue
 			}
+			if i, seen := phaseAt[name]; seen {
+				if e.Time.Before(s.Phases[i].At) {
+					s.Phases[i] = status.Phase{Name: name, At: e.Time, Node: r.Node}
+				}
+				continue
+			}
+			phaseAt[name] = len(s.Phases)
+			s.Phases = append(s.Phases, status.Phase{Name: name, At: e.Time, Node: r.Node})
 		}
 	}
+	// Actions count from the failover's first sign, not before it.
+	first := s.At
+	for _, p := range s.Phases {
+		if p.At.Before(first) {
+			first = p.At
+		}
+	}
+	from = first.Add(-actionSlack)
+	for _, r := range reports {
+		for _, e := range r.Events {
+			if e.Time.Before(from) || e.Time.After(to) || !isAction(e) {
+				continue
+			}
+			s.Actions = append(s.Actions, status.Action{Node: r.Node, At: e.Time, What: e.Kind + " " + e.Type + " " + e.Subject, Detail: e.Detail})
+		}
+	}
+}
+
+// isAction reports whether an event is something an agent did to Consul
+// or a proxy, about a Redis or a pool (not its own heartbeat or a
+// Sentinel's registration).
+func isAction(e status.Event) bool {
+	switch e.Kind {
+	case string(telemetry.KindTwemproxy):
+		return true
+	case string(telemetry.KindConsul):
+		if strings.HasPrefix(e.Subject, consulname.Agent+"-") || strings.HasPrefix(e.Subject, consulname.Sentinel+"-") {
+			return false
+		}
+		return e.Type != "status"
+	}
+	return false
 }
 
 func phaseName(typ string) (string, bool) {
 	if n, ok := sentinelPhases[typ]; ok {
 		return n, true
 	}
-	if len(typ) > len("-failover-abort-") && typ[:len("-failover-abort-")] == "-failover-abort-" {
+	if strings.HasPrefix(typ, "-failover-abort-") {
 		return sentinelPhases["-failover-abort-"], true
 	}
 	return "", false

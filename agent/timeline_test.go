@@ -27,7 +27,12 @@ func TestMergeStories(t *testing.T) {
 		{Node: "redis-2", // beside the new master
 			Failovers: []status.Failover{{Master: "s1", From: from, To: to, At: at(1402), ConsulAt: at(1404)}},
 			Events: []status.Event{sentinel(1100, "+odown"), sentinel(1300, "+promoted-slave"),
-				{Time: at(1404), Kind: "consul", Type: "register", Subject: "redis-10.0.0.2-6379", Detail: "tags=[master,s1-master]"}},
+				{Time: at(1404), Kind: "consul", Type: "register", Subject: "redis-10.0.0.2-6379", Detail: "tags=[master,s1-master]"},
+				// Not part of the story: before its first sign, a check
+				// state change, the agent's own heartbeat.
+				{Time: at(-5000), Kind: "consul", Type: "register", Subject: "redis-10.0.0.2-6379", Detail: "tags=[replica,s1-replica]"},
+				{Time: at(1405), Kind: "consul", Type: "status", Subject: "redis-10.0.0.2-6379", Detail: "passing: master"},
+				{Time: at(1406), Kind: "consul", Type: "register", Subject: "redis-consul-agent-redis-2-8765"}},
 		},
 		{Node: "proxy-1",
 			Failovers: []status.Failover{
