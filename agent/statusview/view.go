@@ -30,9 +30,9 @@ type View struct {
 	EventsTotal int
 	// Peers is how many other agents answered for the timeline; Silent are those
 	// that did not answer (or were not asked), named so none is hidden.
-	Peers  int
-	Silent []status.Peer
-	Refresh     time.Duration
+	Peers   int
+	Silent  []status.Peer
+	Refresh time.Duration
 }
 
 // Summary is the header line: how many shards are in which state.
