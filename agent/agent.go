@@ -348,13 +348,21 @@ func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
 // ID holds the node name and the HTTP port, so that two agents beside one
 // Consul agent (one per role on a host, or tests) do not share it.
 func heartbeat(c *config.Config) discovery.Service {
-	addr := c.NodeName
 	meta := map[string]string{"version": buildinfo.Version}
-	if _, port, err := net.SplitHostPort(c.HTTP.Address); err == nil {
-		addr = net.JoinHostPort(c.NodeName, port)
+	if _, _, err := net.SplitHostPort(c.HTTP.Address); err == nil {
 		meta["http"] = c.HTTP.Address
 	}
-	return discovery.Service{ID: discovery.ServiceID(HeartbeatService, addr), Name: HeartbeatService, Meta: meta}
+	return discovery.Service{ID: heartbeatID(c.NodeName, c.HTTP.Address), Name: HeartbeatService, Meta: meta}
+}
+
+// heartbeatID is the heartbeat's service ID of the agent named node whose
+// status API is httpAddr: redis-consul-agent-<node>-<http port>.
+func heartbeatID(node, httpAddr string) string {
+	addr := node
+	if _, port, err := net.SplitHostPort(httpAddr); err == nil {
+		addr = net.JoinHostPort(node, port)
+	}
+	return discovery.ServiceID(HeartbeatService, addr)
 }
 
 // HeartbeatService is the Consul service name of the agents themselves.

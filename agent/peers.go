@@ -109,10 +109,14 @@ func (a *Agent) askPeers(ctx context.Context, selfID string) ([]nodeReport, []st
 				peers[j.i].Error = err.Error()
 				return
 			}
-			if snap.Node != "" {
-				peers[j.i].Node = snap.Node
+			// The agent that answered must be the one registered: a
+			// status API on loopback is reached as some local agent.
+			if id := heartbeatID(snap.Node, j.addr); id != peers[j.i].ServiceID {
+				peers[j.i].Error = fmt.Sprintf("the agent answering at %s is %q (%s), not this one: is its http.address on loopback, out of reach from other hosts?", j.addr, snap.Node, id)
+				return
 			}
-			reports[k] = nodeReport{Node: peers[j.i].Node, Failovers: snap.Failovers, Events: snap.Events}
+			peers[j.i].Node = snap.Node
+			reports[k] = nodeReport{Node: snap.Node, Failovers: snap.Failovers, Events: snap.Events}
 		}()
 	}
 	wg.Wait()
