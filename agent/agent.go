@@ -53,6 +53,10 @@ type Agent struct {
 	redis     group
 	sentinels group
 	proxies   group
+
+	// peerCache holds the other agents' latest failover reports, for the
+	// merged timeline of /v1/cluster (see peers.go).
+	peerCache peerCache
 }
 
 // New checks what can be checked before anything starts: the Consul client
@@ -194,7 +198,7 @@ func (a *Agent) reload(ctx context.Context) {
 	c, err := a.opts.Reload()
 	if err != nil {
 		a.log.Error("reload: keeping the running configuration", "error", err)
-		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload-failed", Subject: a.cfg.NodeName, Detail: err.Error(), Level: "error"})
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "reload-failed", Subject: a.cfg.NodeName, Detail: err.Error(), Level: telemetry.LevelError})
 		return
 	}
 	old := a.cfg
@@ -276,7 +280,7 @@ func (a *Agent) apply(ctx context.Context, c *config.Config) {
 func (a *Agent) report(kind string, errs []error) {
 	for _, err := range errs {
 		a.log.Error("cannot start", "kind", kind, "error", err)
-		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start-failed", Subject: kind, Detail: err.Error(), Level: "error"})
+		a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "start-failed", Subject: kind, Detail: err.Error(), Level: telemetry.LevelError})
 	}
 }
 
@@ -334,7 +338,7 @@ func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
 	return func(ctx context.Context) {
 		if err := f(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("runner stopped", "kind", kind, "id", id, "error", err)
-			a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "runner-failed", Subject: id, Detail: err.Error(), Level: "error"})
+			a.journal.Add(telemetry.Event{Kind: telemetry.KindAgent, Type: "runner-failed", Subject: id, Detail: err.Error(), Level: telemetry.LevelError})
 		}
 	}
 }
@@ -344,13 +348,21 @@ func (a *Agent) runner(kind, id string, f func(context.Context) error) runFunc {
 // ID holds the node name and the HTTP port, so that two agents beside one
 // Consul agent (one per role on a host, or tests) do not share it.
 func heartbeat(c *config.Config) discovery.Service {
-	addr := c.NodeName
 	meta := map[string]string{"version": buildinfo.Version}
-	if _, port, err := net.SplitHostPort(c.HTTP.Address); err == nil {
-		addr = net.JoinHostPort(c.NodeName, port)
+	if _, _, err := net.SplitHostPort(c.HTTP.Address); err == nil {
 		meta["http"] = c.HTTP.Address
 	}
-	return discovery.Service{ID: discovery.ServiceID(HeartbeatService, addr), Name: HeartbeatService, Meta: meta}
+	return discovery.Service{ID: heartbeatID(c.NodeName, c.HTTP.Address), Name: HeartbeatService, Meta: meta}
+}
+
+// heartbeatID is the heartbeat's service ID of the agent named node whose
+// status API is httpAddr: redis-consul-agent-<node>-<http port>.
+func heartbeatID(node, httpAddr string) string {
+	addr := node
+	if _, port, err := net.SplitHostPort(httpAddr); err == nil {
+		addr = net.JoinHostPort(node, port)
+	}
+	return discovery.ServiceID(HeartbeatService, addr)
 }
 
 // HeartbeatService is the Consul service name of the agents themselves.

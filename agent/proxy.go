@@ -3,10 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
-	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
@@ -73,37 +71,3 @@ func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (c
 	// context ends, on removal and on shutdown alike.
 	return component{value: r, run: a.runner("twemproxy", name, r.Run)}, nil
 }
-
-func (a *Agent) proxyStatus() []status.Proxy {
-	var out []status.Proxy
-	for _, v := range a.proxies.values() {
-		st := v.(*twemproxy.Runner).Status()
-		p := status.Proxy{
-			Name: st.Name, ConfigFile: st.ConfigFile, ConfigHash: st.ConfigSHA256, Mode: st.Mode,
-			Restarts: st.Restarts, Rollbacks: st.Rollbacks, LastError: st.LastError,
-			FailedRuns: st.Failures, WrongSince: st.WrongSince,
-		}
-		if !st.WrongSince.IsZero() {
-			p.WrongFor = time.Since(st.WrongSince)
-		}
-		if lr := st.LastRestart; lr != nil {
-			p.LastRestart = &status.Restart{At: lr.At, Duration: ms(lr.DurationMS), Result: lr.Result, Reason: lr.Reason}
-			p.Blackout = ms(lr.BlackoutMS)
-		}
-		for _, pool := range st.Pools {
-			ps := status.Pool{Name: pool.Name, Listen: pool.Listen, ServiceID: pool.ServiceID, Status: pool.Health, Why: pool.Output, WrongSince: pool.WrongSince}
-			for _, s := range pool.Servers {
-				srv := status.Server{Name: s.Name, Addr: s.Addr, Weight: s.Weight, Matches: s.Matches}
-				if !s.Matches {
-					srv.Want = s.Truth
-				}
-				ps.Servers = append(ps.Servers, srv)
-			}
-			p.Pools = append(p.Pools, ps)
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }

@@ -2,18 +2,14 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sort"
 	"strings"
-	"time"
 
-	"github.com/hashicorp/consul/api"
-
-	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
-	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 )
 
 // startHTTP listens at once, so a port clash fails the start rather than
@@ -40,90 +36,41 @@ func (a *Agent) startHTTP(ctx context.Context) error {
 	return nil
 }
 
-// Snapshot implements httpapi.Source from the runners' own status.
-func (a *Agent) Snapshot() status.Snapshot {
-	a.mu.Lock()
-	cfg := a.cfg
-	a.mu.Unlock()
-	s := status.Snapshot{
-		Node: cfg.NodeName, Version: buildinfo.Version, StartedAt: a.started, Now: time.Now(),
-		Events: a.journal.Events(), Failovers: a.journal.Failovers(),
-	}
-	for _, v := range a.redis.values() {
-		st := v.(*discovery.Instance).Status()
-		s.Instances = append(s.Instances, status.Instance{
-			ServiceID: st.ServiceID, Service: cfg.RedisService(st.Announce), Address: st.Address, Announce: st.Announce,
-			MasterName: st.MasterName, Role: st.Role, Status: st.Status, Why: st.Output, Since: st.Updated,
-		})
-	}
-	for _, v := range a.sentinels.values() {
-		st := v.(*discovery.SentinelInstance).Status()
-		s.LocalSentinels = append(s.LocalSentinels, status.LocalSentinel{
-			ServiceID: st.ServiceID, Address: st.Announce, Masters: st.Masters, Status: st.Status, Why: st.Output,
-		})
-	}
-	s.Sentinels, s.Masters = a.sentinelViews()
-	s.Proxies = a.proxyStatus()
-	return s
-}
-
-// sentinelViews is the Monitor's picture in the status contract's terms.
-func (a *Agent) sentinelViews() ([]status.Sentinel, []status.Master) {
-	if a.monitor == nil {
-		return nil, nil
-	}
-	var sentinels []status.Sentinel
-	for _, st := range a.monitor.Status() {
-		sentinels = append(sentinels, status.Sentinel{Address: st.Addr, Up: st.LinkUp && st.Reachable, LastError: st.LastError, View: st.View})
-	}
-	var masters []status.Master
-	for _, m := range a.monitor.Masters() {
-		masters = append(masters, status.Master{Name: m.Name, Addr: m.Addr, Source: m.Source, Agree: m.Agree, Known: m.Total, Since: m.Since})
-	}
-	sort.Slice(masters, func(i, j int) bool { return masters[i].Name < masters[j].Name })
-	return sentinels, masters
-}
-
 // Cluster implements httpapi.Source: the whole cluster as Consul's health
-// API reports it, every instance whatever its status.
+// API reports it (through consulhealth, every instance whatever its
+// status), and the recent failovers merged from this agent and its peers.
+// A result the ACL token filtered is shown with what Consul did return and
+// named in Cluster.Error, never taken for the whole cluster.
 func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	a.mu.Lock()
 	cfg := a.cfg
 	a.mu.Unlock()
-	q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
-	// hidden lists the services of which Consul dropped instances the ACL
-	// token may not read: an empty answer then does not mean "none".
-	var hidden []string
-	fetch := func(service string) ([]*api.ServiceEntry, error) {
-		entries, meta, err := a.consul.Health().Service(service, "", false, q)
-		if err == nil && meta != nil && meta.ResultsFilteredByACLs {
-			hidden = append(hidden, service)
-		}
-		return entries, err
-	}
-	var redisEntries []*api.ServiceEntry
+	var hidden []string // services of which Consul hid instances
 	var firstErr error
-	for _, name := range cfg.RedisServices() {
-		e, err := fetch(name)
-		if err != nil && firstErr == nil {
-			firstErr = err
+	fetch := func(services ...string) []consulhealth.Instance {
+		var out []consulhealth.Instance
+		for _, name := range services {
+			res, err := consulhealth.Service(ctx, a.consul, name, consulhealth.Query{AllowStale: true})
+			var fe *consulhealth.FilteredError
+			switch {
+			case errors.As(err, &fe):
+				hidden = append(hidden, name)
+				res = fe.Partial
+			case err != nil && firstErr == nil:
+				firstErr = err
+			}
+			out = append(out, res.Instances...)
 		}
-		redisEntries = append(redisEntries, e...)
+		return out
 	}
-	sentinelEntries, err := fetch(cfg.SentinelService())
-	if err != nil && firstErr == nil {
-		firstErr = err
-	}
-	var proxyEntries []*api.ServiceEntry
-	for _, name := range cfg.TwemproxyServices() {
-		e, err := fetch(name)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		proxyEntries = append(proxyEntries, e...)
-	}
+	redis := fetch(cfg.RedisServices()...)
+	sentinels := fetch(cfg.SentinelService())
+	proxies := fetch(cfg.TwemproxyServices()...)
 	views, truth := a.sentinelViews()
-	c := httpapi.BuildCluster(redisEntries, sentinelEntries, proxyEntries, truth, views)
+	c := httpapi.BuildCluster(redis, sentinels, proxies, truth, views)
+	self := nodeReport{Node: cfg.NodeName, Failovers: statusFailovers(a.journal.Failovers()), Events: statusEvents(a.journal.Events())}
+	peers, who := a.peerReports(ctx, heartbeat(cfg).ID)
+	c.Failovers, c.Peers = mergeStories(append([]nodeReport{self}, peers...)), who
 	if firstErr != nil {
 		c.Error = "consul: " + firstErr.Error()
 	} else if len(hidden) > 0 {

@@ -83,19 +83,19 @@ type InstanceOptions struct {
 
 // InstanceStatus is a snapshot of one local Redis for the status API.
 type InstanceStatus struct {
-	Node       string    `json:"node,omitempty"`
-	Address    string    `json:"address"`
-	Announce   string    `json:"announce"`
-	ServiceID  string    `json:"service_id"`
-	MasterName string    `json:"master_name"`
-	LocalRole  string    `json:"local_role,omitempty"` // what ROLE says
-	Role       string    `json:"role"`                 // what Consul shows
-	Status     string    `json:"status"`
-	Output     string    `json:"output"`
-	Truth      string    `json:"truth,omitempty"` // the Sentinel truth used, "addr (source)"
-	Version    string    `json:"redis_version,omitempty"`
-	Updated    time.Time `json:"updated,omitzero"`
-	LastError  string    `json:"last_error,omitempty"`
+	Node       string
+	Address    string
+	Announce   string
+	ServiceID  string
+	MasterName string
+	LocalRole  string // what ROLE says
+	Role       string // what Consul shows
+	Status     string
+	Output     string
+	Truth      string // the Sentinel truth used, "addr (source)"
+	Version    string
+	Updated    time.Time
+	LastError  string
 }
 
 // Instance keeps one local Redis registered with the role the Sentinel

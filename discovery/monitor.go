@@ -102,13 +102,13 @@ func (o *MonitorOptions) setDefaults() {
 
 // SentinelStatus is one Sentinel as the Monitor sees it, for the status API.
 type SentinelStatus struct {
-	Addr      string            `json:"addr"`
-	ID        string            `json:"id,omitempty"` // SENTINEL MYID: one Sentinel known by two addresses counts once
-	LinkUp    bool              `json:"link_up"`      // the pub/sub subscription is established
-	Reachable bool              `json:"reachable"`    // it answered the last poll
-	LastError string            `json:"last_error,omitempty"`
-	LastPoll  time.Time         `json:"last_poll,omitzero"`
-	View      map[string]string `json:"view"` // master name → address it reports
+	Addr      string
+	ID        string // SENTINEL MYID: one Sentinel known by two addresses counts once
+	LinkUp    bool   // the pub/sub subscription is established
+	Reachable bool   // it answered the last poll
+	LastError string
+	LastPoll  time.Time
+	View      map[string]string // master name → address it reports
 }
 
 // Monitor holds the Sentinel truth for every master name the known

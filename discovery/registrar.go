@@ -24,18 +24,18 @@ import (
 // in it is slow-changing: a change is a registration write that Consul syncs
 // to its servers, so fast-changing facts belong in Health.Output.
 type Service struct {
-	ID      string            `json:"id"`
-	Name    string            `json:"name"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta,omitempty"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
+	ID      string
+	Name    string
+	Tags    []string
+	Meta    map[string]string
+	Address string
+	Port    int
 }
 
 // Health is the state of a service's TTL check.
 type Health struct {
-	Status string `json:"status"` // api.HealthPassing, api.HealthWarning or api.HealthCritical
-	Output string `json:"output"` // why, for operators
+	Status string // api.HealthPassing, api.HealthWarning or api.HealthCritical
+	Output string // why, for operators
 }
 
 // RegistrarOptions configure a Registrar. Zero timings take the defaults.
@@ -639,11 +639,11 @@ func (r *Registrar) DeregisterAll(ctx context.Context) error {
 // RegistrationStatus is a snapshot of one service for the status API.
 type RegistrationStatus struct {
 	Service
-	Status     string    `json:"status"`
-	Output     string    `json:"output"`
-	Registered bool      `json:"registered"` // Consul holds the definition and status, as far as the agent knows
-	LastWrite  time.Time `json:"last_write,omitzero"`
-	LastError  string    `json:"last_error,omitempty"`
+	Status     string
+	Output     string
+	Registered bool // Consul holds the definition and status, as far as the agent knows
+	LastWrite  time.Time
+	LastError  string
 }
 
 // Status returns every service this Registrar owns, sorted by ID.

@@ -42,14 +42,14 @@ type SentinelInstanceOptions struct {
 
 // SentinelInstanceStatus is a snapshot of one local Sentinel.
 type SentinelInstanceStatus struct {
-	Address   string    `json:"address"`
-	Announce  string    `json:"announce"`
-	ServiceID string    `json:"service_id"`
-	Masters   []string  `json:"masters"`
-	Status    string    `json:"status"`
-	Output    string    `json:"output"`
-	Updated   time.Time `json:"updated,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
+	Address   string
+	Announce  string
+	ServiceID string
+	Masters   []string
+	Status    string
+	Output    string
+	Updated   time.Time
+	LastError string
 }
 
 // SentinelInstance keeps one local Sentinel registered as redis-sentinel,

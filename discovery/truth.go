@@ -9,22 +9,22 @@ import (
 // Master is the Sentinel truth for one master name: the address the agent
 // acts on, and why it believes it (the rule is truthState.eval's).
 type Master struct {
-	Name string `json:"name"`
+	Name string
 	// Addr is host:port as the Sentinels name it.
-	Addr string `json:"addr"`
+	Addr string
 	// Source says why Addr is believed: SourceMajority, SourceSwitchMaster
 	// or SourceStale. Only a stale truth may be wrong; consumers treat it as
 	// unknown (see Known).
-	Source string `json:"source"`
+	Source string
 	// Since is when the agent learnt Addr: the arrival of the +switch-master
 	// or the poll that first showed the majority.
-	Since time.Time `json:"since"`
+	Since time.Time
 	// Agree is how many Sentinels report Addr, Reporting how many reachable
 	// Sentinels report an address for this name, Total how many Sentinels
 	// the agent knows.
-	Agree     int `json:"agree"`
-	Reporting int `json:"reporting"`
-	Total     int `json:"total"`
+	Agree     int
+	Reporting int
+	Total     int
 }
 
 // SourcePromotion is a truth that follows a failover in progress: the

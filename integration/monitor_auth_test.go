@@ -139,7 +139,7 @@ func TestMonitorAuthConfirmsSwitch(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("truth %s (source %s, %d/%d sentinels agree) with two of three Sentinels frozen; twemproxy rewritten", got.Addr, got.Source, got.Agree, got.Known)
+	t.Logf("truth %s (source %s, %d/%d sentinels agree) with two of three Sentinels frozen; twemproxy rewritten", got.Addr, got.Source, got.Agree, got.Total)
 }
 
 // maWaitTruth waits (up to 30s: the agent polls every second, so any change

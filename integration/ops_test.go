@@ -116,8 +116,8 @@ func startOpsStack(t *testing.T, ctx context.Context) *opsStack {
 		if err != nil {
 			return err
 		}
-		if sh.Health != status.HealthOK || len(sh.Masters) != 1 || sh.Masters[0].Addr != master {
-			return fmt.Errorf("shard = %s, masters %v, problems %q", sh.Health, nodeAddrs(sh.Masters), sh.Problems)
+		if sh.Verdict != status.VerdictOK || len(sh.Masters) != 1 || sh.Masters[0].Addr != master {
+			return fmt.Errorf("shard = %s, masters %v, problems %q", sh.Verdict, nodeAddrs(sh.Masters), sh.Problems)
 		}
 		if len(c.Proxies) != 1 || c.Proxies[0].Pool != "shop" || c.Proxies[0].Status != "passing" {
 			return fmt.Errorf("proxies = %+v", c.Proxies)

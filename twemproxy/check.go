@@ -1,6 +1,7 @@
 package twemproxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -146,11 +147,13 @@ func (r *Runner) service(p Pool) (Service, bool) {
 // poolHealth pings one pool and compares its servers with the truth.
 func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Master, in checkInput, fileSHA string) PoolStatus {
 	ps := PoolStatus{Name: p.Name, Listen: p.Listen}
-	var wrong, stale []string
+	var wrong, stale, unmanaged []string
 	managed := 0
 	for _, s := range p.Servers {
 		ss := ServerStatus{Name: s.Name, Addr: s.Addr(), Weight: s.Weight, Matches: true}
-		if m, ok := masters[s.Name]; ok && s.Name != "" {
+		if m, ok := masters[s.Name]; !ok || s.Name == "" {
+			unmanaged = append(unmanaged, cmp.Or(s.Name, s.Addr()))
+		} else {
 			managed++
 			ss.Truth = addr.Normalize(m.Addr)
 			ss.Matches = r.sameNode(ctx, m.Addr, ss.Addr)
@@ -196,9 +199,25 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		}
 	default:
 		ps.Health = HealthPassing
-		ps.Output = fmt.Sprintf("pool %s answers PING at %s; %d of %d servers follow Sentinel", p.Name, p.Listen, managed, len(p.Servers))
+		ps.Output = fmt.Sprintf("pool %s answers PING at %s; %s", p.Name, p.Listen, following(managed, len(p.Servers), unmanaged))
 	}
 	return ps
+}
+
+// following says in words how many of a passing pool's servers follow
+// Sentinel. The three cases differ in words, not only in numbers: the
+// registrar pushes an output whose words changed at once, but one with new
+// numbers only on the check's slow refresh, so "0 of 1" would stay in
+// Consul long after the truth arrived.
+func following(managed, total int, unmanaged []string) string {
+	switch {
+	case total > 0 && managed == total:
+		return "every server is on its Sentinel master"
+	case managed == 0:
+		return "no server is named after a master the Sentinels report, so none follows Sentinel"
+	}
+	return fmt.Sprintf("%d of %d servers follow Sentinel; not named after a master the Sentinels report: %s",
+		managed, total, strings.Join(unmanaged, ", "))
 }
 
 // applyCheck takes a check's findings into the status.

@@ -14,12 +14,12 @@ import (
 
 // Change is one server moved to a new master address by a rewrite.
 type Change struct {
-	Pool  string `json:"pool"`
-	Index int    `json:"index"` // position in the pool's servers list, from 0
-	Name  string `json:"name"`  // the server name, which is the master name
-	From  string `json:"from"`  // old address, host:port as the truth writes it
-	To    string `json:"to"`
-	Line  int    `json:"line,omitempty"` // line of the entry in the file
+	Pool  string
+	Index int    // position in the pool's servers list, from 0
+	Name  string // the server name, which is the master name
+	From  string // old address, host:port as the truth writes it
+	To    string
+	Line  int // line of the entry in the file
 }
 
 // String is the change as a log line shows it: pool/name from -> to.

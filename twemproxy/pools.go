@@ -18,13 +18,13 @@ import (
 // servers it shards over. The runner probes and registers pools, and compares
 // their servers with the Sentinel truth.
 type Pool struct {
-	Name string `json:"name"`
+	Name string
 	// Listen is the listen value as written: "host:port" or a unix socket
 	// path, optionally followed by permissions.
-	Listen string `json:"listen"`
+	Listen string
 	// Redis is false for memcached pools, which are probed by connecting only.
-	Redis   bool     `json:"redis"`
-	Servers []Server `json:"servers"`
+	Redis   bool
+	Servers []Server
 	// auth is redis_auth: twemproxy asks clients for it, so the probe sends
 	// it before PING. Never logged or serialized.
 	auth string
@@ -34,10 +34,10 @@ type Pool struct {
 // (or "/unix/socket:weight [name]"). The name is what ties a server to a
 // Sentinel master name.
 type Server struct {
-	Host   string `json:"host"` // IP, hostname or unix socket path
-	Port   int    `json:"port"` // 0 for a unix socket
-	Weight int    `json:"weight"`
-	Name   string `json:"name,omitempty"`
+	Host   string // IP, hostname or unix socket path
+	Port   int    // 0 for a unix socket
+	Weight int
+	Name   string
 }
 
 // Addr is the server's address in the form the Sentinel truth uses

@@ -2,37 +2,32 @@ package httpapi
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-)
 
-// Consul vocabulary BuildCluster reads (DESIGN §5). The discovery package
-// writes it; it is repeated here so the view does not depend on the writer.
-const (
-	tagMaster  = "master"
-	tagReplica = "replica"
-	metaMaster = "master_name"
-	metaPool   = "pool"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 // BuildCluster turns what Consul's health API returns for the Redis, Sentinel
-// and twemproxy services (every instance, whatever its status) into the
+// and twemproxy services (every instance, whatever its status, as
+// consulhealth reads them) into the
 // cluster picture of /v1/cluster. truth is the Sentinel truth this agent holds
 // and sentinelViews its links to Sentinels; both may be empty on an agent that
 // follows no Sentinel. It is pure, so the agent only has to fetch.
 //
-// A node counts as a master when it carries the master tag and its check is
-// not critical, which is exactly when Consul DNS answers it for
-// master.redis.service.consul; more than one is a split brain. Replicas are
-// listed whatever their status, so a broken link shows; everything else
-// (critical masters, nodes with no role tag) lands in Other.
-func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.Master, sentinelViews []status.Sentinel) status.Cluster {
+// A node counts as a master when Consul DNS answers it for
+// master.redis.service.consul (discovery.AnswersAsMaster); more than one is
+// a split brain, judged by discovery.ShardVerdict. Replicas are listed
+// whatever their status, so a broken link shows; everything else (critical
+// masters, nodes with no role tag) lands in Other.
+func BuildCluster(redis, sentinels, proxies []consulhealth.Instance, truth []status.Master, sentinelViews []status.Sentinel) status.Cluster {
 	c := status.Cluster{
 		Shards:    []status.Shard{},
 		Sentinels: []status.ClusterSentinel{},
@@ -53,15 +48,12 @@ func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.
 		shard(m.Name)
 	}
 	for _, e := range redis {
-		if e == nil || e.Service == nil {
-			continue
-		}
 		n := clusterNode(e)
-		s := shard(shardName(e.Service))
+		s := shard(shardName(e))
 		switch {
-		case hasTag(n.Tags, tagMaster) && n.Status != api.HealthCritical:
+		case discovery.AnswersAsMaster(n.Tags, n.Status):
 			s.Masters = append(s.Masters, n)
-		case hasTag(n.Tags, tagReplica):
+		case hasTag(n.Tags, consulname.RoleReplica):
 			s.Replicas = append(s.Replicas, n)
 		default:
 			s.Other = append(s.Other, n)
@@ -70,15 +62,12 @@ func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.
 
 	views := map[string]status.Sentinel{}
 	for _, v := range sentinelViews {
-		views[normAddr(v.Address)] = v
+		views[addr.Normalize(v.Address)] = v
 	}
 	seen := map[string]bool{}
 	for _, e := range sentinels {
-		if e == nil || e.Service == nil {
-			continue
-		}
 		cs := status.ClusterSentinel{ClusterNode: clusterNode(e)}
-		key := normAddr(cs.Addr)
+		key := addr.Normalize(cs.Addr)
 		if v, ok := views[key]; ok && !seen[key] {
 			applyView(&cs, v, truthBy)
 		}
@@ -86,10 +75,11 @@ func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.
 		c.Sentinels = append(c.Sentinels, cs)
 	}
 	for _, v := range sentinelViews {
-		if seen[normAddr(v.Address)] {
+		key := addr.Normalize(v.Address)
+		if seen[key] {
 			continue
 		}
-		seen[normAddr(v.Address)] = true
+		seen[key] = true
 		cs := status.ClusterSentinel{ClusterNode: status.ClusterNode{
 			Addr: v.Address, Output: "not registered in Consul", Tags: []string{},
 		}}
@@ -98,13 +88,10 @@ func BuildCluster(redis, sentinels, proxies []*api.ServiceEntry, truth []status.
 	}
 
 	for _, e := range proxies {
-		if e == nil || e.Service == nil {
-			continue
-		}
 		p := status.ClusterProxy{ClusterNode: clusterNode(e)}
-		p.Pool = e.Service.Meta[metaPool]
-		if p.Pool == "" && len(e.Service.Tags) > 0 {
-			p.Pool = e.Service.Tags[0]
+		p.Pool = e.Meta[consulname.MetaPool]
+		if p.Pool == "" && len(e.Tags) > 0 {
+			p.Pool = e.Tags[0]
 		}
 		c.Proxies = append(c.Proxies, p)
 	}
@@ -159,7 +146,7 @@ func applyView(cs *status.ClusterSentinel, v status.Sentinel, truth map[string]s
 			continue
 		}
 		compared = true
-		if !sameAddr(a, m.Addr) {
+		if !addr.Same(a, m.Addr) {
 			agrees = false
 		}
 	}
@@ -168,117 +155,56 @@ func applyView(cs *status.ClusterSentinel, v status.Sentinel, truth map[string]s
 	}
 }
 
-// Assess fills s.Health and s.Problems from the nodes and the truth, so the
+// Assess fills s.Verdict and s.Problems by discovery.ShardVerdict, so the
 // dashboard, the CLI and scripts judge a shard the same way. BuildCluster
 // calls it; call it yourself on a Shard built some other way.
 func Assess(s *status.Shard) {
-	s.Problems = nil
-	health := status.HealthOK
-	worse := func(h string) {
-		if healthRank(h) > healthRank(health) {
-			health = h
-		}
+	st := discovery.ShardState{
+		Masters:  shardNodes(s.Masters),
+		Replicas: shardNodes(s.Replicas),
+		Other:    shardNodes(s.Other),
 	}
-	problem := func(h, format string, args ...any) {
-		worse(h)
-		s.Problems = append(s.Problems, fmt.Sprintf(format, args...))
+	if t := s.Truth; t != nil {
+		st.Truth = &discovery.Master{Name: t.Name, Addr: t.Addr, Source: t.Source, Since: t.Since, Agree: t.Agree, Total: t.Total}
 	}
-	switch len(s.Masters) {
-	case 0:
-		if s.Truth != nil && s.Truth.Addr != "" {
-			problem(status.HealthDown, "no master in Consul (Sentinel says %s)", s.Truth.Addr)
-		} else {
-			problem(status.HealthDown, "no master in Consul")
-		}
-	case 1:
-		m := s.Masters[0]
-		if s.Truth != nil && s.Truth.Addr != "" && !sameAddr(m.Addr, s.Truth.Addr) {
-			problem(status.HealthDegraded, "Consul master %s is not the Sentinel master %s", m.Addr, s.Truth.Addr)
-		}
-		if m.Status != api.HealthPassing {
-			problem(status.HealthDegraded, "master %s is %s: %s", m.Addr, m.Status, orDash(m.Output))
-		}
-	default:
-		addrs := make([]string, len(s.Masters))
-		for i, m := range s.Masters {
-			addrs[i] = m.Addr
-		}
-		problem(status.HealthSplitBrain, "split brain: %d masters in Consul (%s)", len(s.Masters), strings.Join(addrs, ", "))
-	}
-	if s.Truth != nil {
-		switch {
-		case s.Truth.Source == "stale":
-			problem(status.HealthDegraded, "no Sentinel majority: showing the last known master")
-		case s.Truth.Known > 0 && s.Truth.Agree < s.Truth.Known:
-			problem(status.HealthDegraded, "%d/%d Sentinels agree", s.Truth.Agree, s.Truth.Known)
-		}
-	}
-	for _, r := range s.Replicas {
-		if r.Status != api.HealthPassing {
-			problem(status.HealthDegraded, "replica %s is %s: %s", r.Addr, r.Status, orDash(r.Output))
-		}
-	}
-	for _, o := range s.Other {
-		problem(status.HealthDegraded, "%s is %s: %s", o.Addr, orDash(o.Status), orDash(o.Output))
-	}
-	if len(s.Replicas) == 0 && len(s.Masters) > 0 {
-		problem(status.HealthDegraded, "no replica registered: nothing to fail over to")
-	}
-	s.Health = health
+	v, problems := discovery.ShardVerdict(st)
+	s.Verdict, s.Problems = string(v), problems
 }
 
-// healthRank orders shard health from best to worst.
-func healthRank(h string) int {
-	switch h {
-	case status.HealthOK:
-		return 0
-	case status.HealthDegraded:
-		return 1
-	case status.HealthDown:
-		return 2
-	case status.HealthSplitBrain:
-		return 3
+func shardNodes(ns []status.ClusterNode) []discovery.ShardNode {
+	out := make([]discovery.ShardNode, len(ns))
+	for i, n := range ns {
+		out[i] = discovery.ShardNode{Addr: n.Addr, Status: n.Status, Output: n.Output}
 	}
-	return 1
+	return out
 }
 
-// clusterNode flattens one health entry. The status is the worst of the
+// clusterNode flattens one instance. The status is the worst of the
 // service's and the node's checks (a dead node hides its services from DNS);
 // the output is the service check's, prefixed by any failing node check's.
-func clusterNode(e *api.ServiceEntry) status.ClusterNode {
-	svc := e.Service
+func clusterNode(in consulhealth.Instance) status.ClusterNode {
 	n := status.ClusterNode{
-		ServiceID: svc.ID,
-		Tags:      append([]string{}, svc.Tags...),
-		Status:    e.Checks.AggregatedStatus(),
+		ServiceID: in.ID,
+		Node:      in.Node,
+		Addr:      in.Address,
+		Tags:      append([]string{}, in.Tags...),
+		Status:    in.Status,
 	}
-	host := svc.Address
-	if e.Node != nil {
-		n.Node = e.Node.Node
-		if host == "" {
-			host = e.Node.Address
-		}
-	}
-	if svc.Port > 0 {
-		n.Addr = net.JoinHostPort(host, strconv.Itoa(svc.Port))
-	} else {
-		n.Addr = host
-	}
-	if len(svc.Meta) > 0 {
-		n.Meta = make(map[string]string, len(svc.Meta))
-		for k, v := range svc.Meta {
+	if len(in.Meta) > 0 {
+		n.Meta = make(map[string]string, len(in.Meta))
+		for k, v := range in.Meta {
 			n.Meta[k] = v
 		}
 	}
 	var outs []string
-	for _, ch := range e.Checks {
+	for _, ch := range in.Checks {
 		if ch.ServiceID == "" && ch.Status != api.HealthPassing {
 			outs = append(outs, fmt.Sprintf("node check %q %s", ch.Name, ch.Status))
 		}
 	}
-	for _, ch := range e.Checks {
+	for _, ch := range in.Checks {
 		switch {
-		case ch.ServiceID != svc.ID || strings.TrimSpace(ch.Output) == "":
+		case ch.ServiceID != in.ID || strings.TrimSpace(ch.Output) == "":
 		case ch.Type == "alias" && ch.Status == api.HealthPassing:
 			// The agent's heartbeat: only news when it fails.
 		case ch.Type == "alias":
@@ -294,15 +220,16 @@ func clusterNode(e *api.ServiceEntry) status.ClusterNode {
 	return n
 }
 
-// shardName is the Sentinel master name of a Redis service: its Meta, or
-// failing that the DNS label of its <name>-master / <name>-replica tag.
-func shardName(svc *api.AgentService) string {
-	if n := svc.Meta[metaMaster]; n != "" {
+// shardName is the Sentinel master name of a Redis instance: its Meta, or
+// failing that the name in its <name>-master / <name>-replica tag (the DNS
+// label of the name, which is the name itself when it is DNS-friendly).
+func shardName(in consulhealth.Instance) string {
+	if n := in.Meta[consulname.MetaMasterName]; n != "" {
 		return n
 	}
-	for _, t := range svc.Tags {
-		for _, suf := range []string{"-" + tagMaster, "-" + tagReplica} {
-			if n, ok := strings.CutSuffix(t, suf); ok && n != "" {
+	for _, t := range in.Tags {
+		for _, role := range []string{consulname.RoleMaster, consulname.RoleReplica} {
+			if n, ok := strings.CutSuffix(t, "-"+role); ok && n != "" {
 				return n
 			}
 		}
@@ -324,10 +251,14 @@ func sortNodes(ns []status.ClusterNode) {
 }
 
 // addrLess orders host:port addresses numerically where they are IPs, so
-// 127.0.0.9 sorts before 127.0.0.10.
+// 127.0.0.9 sorts before 127.0.0.10; an address that does not parse sorts
+// by its text.
 func addrLess(a, b string) bool {
-	ha, pa := splitAddr(a)
-	hb, pb := splitAddr(b)
+	ha, pa, erra := addr.Split(a)
+	hb, pb, errb := addr.Split(b)
+	if erra != nil || errb != nil {
+		return a < b
+	}
 	ia, ea := netip.ParseAddr(ha)
 	ib, eb := netip.ParseAddr(hb)
 	switch {
@@ -339,40 +270,4 @@ func addrLess(a, b string) bool {
 		}
 	}
 	return pa < pb
-}
-
-func splitAddr(a string) (string, int) {
-	h, p, err := net.SplitHostPort(a)
-	if err != nil {
-		return a, 0
-	}
-	n, _ := strconv.Atoi(p)
-	return h, n
-}
-
-// normAddr makes host:port comparable: lower case, canonical IP, no leading
-// zeros in the port.
-func normAddr(a string) string {
-	a = strings.TrimSpace(a)
-	h, p, err := net.SplitHostPort(a)
-	if err != nil {
-		return strings.ToLower(a)
-	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if ip, err := netip.ParseAddr(h); err == nil {
-		h = ip.Unmap().String()
-	}
-	if n, err := strconv.Atoi(p); err == nil {
-		p = strconv.Itoa(n)
-	}
-	return net.JoinHostPort(h, p)
-}
-
-func sameAddr(a, b string) bool { return a != "" && b != "" && normAddr(a) == normAddr(b) }
-
-func orDash(s string) string {
-	if strings.TrimSpace(s) == "" {
-		return "—"
-	}
-	return s
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/statusview"
 )
 
 func addrs(ns []status.ClusterNode) []string {
@@ -20,7 +21,7 @@ func addrs(ns []status.ClusterNode) []string {
 
 func TestBuildClusterShards(t *testing.T) {
 	truth := func(name, addr string, agree, known int) status.Master {
-		return status.Master{Name: name, Addr: addr, Source: "majority", Agree: agree, Known: known, Since: time.Unix(100, 0)}
+		return status.Master{Name: name, Addr: addr, Source: "majority", Agree: agree, Total: known, Since: time.Unix(100, 0)}
 	}
 	m := func(ip string, st string) *api.ServiceEntry {
 		return redisEntry("n-"+ip, "s1", ip, 6379, "master", "", st, "out "+ip)
@@ -38,7 +39,7 @@ func TestBuildClusterShards(t *testing.T) {
 		wantMasters  []string
 		wantReplicas []string
 		wantOther    []string
-		wantHealth   string
+		wantVerdict  string
 		wantProblem  string // a substring of one problem; "" means no problems
 	}{
 		{
@@ -48,7 +49,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379", "10.0.0.3:6379"},
 			wantOther:    []string{},
-			wantHealth:   status.HealthOK,
+			wantVerdict:  status.VerdictOK,
 		},
 		{
 			name:         "split brain: two masters DNS would answer",
@@ -57,7 +58,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379", "10.0.0.2:6379"},
 			wantReplicas: []string{"10.0.0.3:6379"},
 			wantOther:    []string{},
-			wantHealth:   status.HealthSplitBrain,
+			wantVerdict:  status.VerdictSplitBrain,
 			wantProblem:  "split brain: 2 masters",
 		},
 		{
@@ -67,7 +68,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{"10.0.0.1:6379"},
-			wantHealth:   status.HealthDown,
+			wantVerdict:  status.VerdictDown,
 			wantProblem:  "no master in Consul (Sentinel says 10.0.0.2:6379)",
 		},
 		{
@@ -77,7 +78,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{},
-			wantHealth:   status.HealthDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "is not the Sentinel master 10.0.0.2:6379",
 		},
 		{
@@ -87,7 +88,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{"10.0.0.9:6379"},
-			wantHealth:   status.HealthDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "replica 10.0.0.2:6379 is warning: out 10.0.0.2",
 		},
 		{
@@ -97,7 +98,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{"10.0.0.2:6379"},
 			wantOther:    []string{},
-			wantHealth:   status.HealthDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "2/3 Sentinels agree",
 		},
 		{
@@ -106,7 +107,7 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{"10.0.0.1:6379"},
 			wantReplicas: []string{},
 			wantOther:    []string{},
-			wantHealth:   status.HealthDegraded,
+			wantVerdict:  status.VerdictDegraded,
 			wantProblem:  "no replica registered",
 		},
 		{
@@ -115,13 +116,13 @@ func TestBuildClusterShards(t *testing.T) {
 			wantMasters:  []string{},
 			wantReplicas: []string{},
 			wantOther:    []string{},
-			wantHealth:   status.HealthDown,
+			wantVerdict:  status.VerdictDown,
 			wantProblem:  "no master in Consul",
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := BuildCluster(tc.redis, nil, nil, tc.truth, nil)
+			c := buildCluster(tc.redis, nil, nil, tc.truth, nil)
 			if len(c.Shards) != 1 {
 				t.Fatalf("shards = %d, want 1: %+v", len(c.Shards), c.Shards)
 			}
@@ -138,8 +139,8 @@ func TestBuildClusterShards(t *testing.T) {
 			if got := addrs(s.Other); !reflect.DeepEqual(got, tc.wantOther) {
 				t.Errorf("other = %v, want %v", got, tc.wantOther)
 			}
-			if s.Health != tc.wantHealth {
-				t.Errorf("health = %q, want %q (problems %q)", s.Health, tc.wantHealth, s.Problems)
+			if s.Verdict != tc.wantVerdict {
+				t.Errorf("verdict = %q, want %q (problems %q)", s.Verdict, tc.wantVerdict, s.Problems)
 			}
 			if tc.wantProblem == "" && len(s.Problems) > 0 {
 				t.Errorf("problems = %q, want none", s.Problems)
@@ -156,7 +157,7 @@ func TestBuildClusterShards(t *testing.T) {
 
 func TestBuildClusterGroupsAndSorts(t *testing.T) {
 	noMeta := entry("n1", "redis-10.0.0.5-6379", "10.0.0.5", 6379, []string{"replica", "beta-replica"}, nil, api.HealthPassing, "")
-	c := BuildCluster([]*api.ServiceEntry{
+	c := buildCluster([]*api.ServiceEntry{
 		nil,
 		{Node: &api.Node{Node: "x"}}, // no service: ignored
 		redisEntry("n1", "beta", "10.0.0.10", 6379, "master", "", api.HealthPassing, ""),
@@ -181,7 +182,7 @@ func TestBuildClusterGroupsAndSorts(t *testing.T) {
 func TestBuildClusterNodeCheckFailsService(t *testing.T) {
 	e := redisEntry("n1", "s1", "10.0.0.1", 6379, "master", "", api.HealthPassing, "fine")
 	e.Checks[0].Status = api.HealthCritical // serfHealth: the node is gone
-	c := BuildCluster([]*api.ServiceEntry{e}, nil, nil, nil, nil)
+	c := buildCluster([]*api.ServiceEntry{e}, nil, nil, nil, nil)
 	s := c.Shards[0]
 	if len(s.Masters) != 0 || len(s.Other) != 1 {
 		t.Fatalf("a master on a failed node must not count: masters %v other %v", addrs(s.Masters), addrs(s.Other))
@@ -192,7 +193,7 @@ func TestBuildClusterNodeCheckFailsService(t *testing.T) {
 }
 
 func TestBuildClusterSentinels(t *testing.T) {
-	truth := []status.Master{{Name: "s1", Addr: "10.0.0.1:6379", Agree: 2, Known: 3}}
+	truth := []status.Master{{Name: "s1", Addr: "10.0.0.1:6379", Agree: 2, Total: 3}}
 	sent := func(ip string) *api.ServiceEntry {
 		return entry("n-"+ip, "redis-sentinel-"+ip+"-26379", ip, 26379, []string{"s1"}, nil, api.HealthPassing, "ok")
 	}
@@ -203,7 +204,7 @@ func TestBuildClusterSentinels(t *testing.T) {
 		{Address: "10.0.0.13:26379", Up: false, LastError: "refused"},
 		{Address: "10.0.0.99:26379", Up: true, View: map[string]string{"s1": "10.0.0.1:6379"}},
 	}
-	c := BuildCluster(nil, []*api.ServiceEntry{sent("10.0.0.13"), sent("10.0.0.11"), sent("10.0.0.12")}, nil, truth, views)
+	c := buildCluster(nil, []*api.ServiceEntry{sent("10.0.0.13"), sent("10.0.0.11"), sent("10.0.0.12")}, nil, truth, views)
 	if len(c.Sentinels) != 4 {
 		t.Fatalf("sentinels = %d, want 3 registered + 1 known only to this agent", len(c.Sentinels))
 	}
@@ -238,7 +239,7 @@ func TestBuildClusterSentinels(t *testing.T) {
 		t.Errorf("unregistered output = %q", c.Sentinels[3].Output)
 	}
 	// The view model turns these into per-shard chips.
-	v := buildView(status.Snapshot{}, c, time.Now(), time.Second)
+	v := statusview.Build(status.Snapshot{}, c, time.Now(), time.Second)
 	var states []string
 	for _, ch := range v.Shards[0].Sentinels {
 		states = append(states, ch.State)
@@ -255,7 +256,7 @@ func TestBuildClusterProxies(t *testing.T) {
 	p1 := entry("p2", "twemproxy-p2-alpha", "10.0.3.2", 22121, []string{"alpha"}, nil, api.HealthPassing, "ok")
 	p2 := entry("p1", "twemproxy-p1-alpha", "10.0.3.1", 22121, []string{"alpha"}, nil, api.HealthCritical, "servers differ from Sentinel")
 	p3 := entry("p1", "twemproxy-p1-x", "10.0.3.1", 22122, []string{"whatever"}, map[string]string{"pool": "beta"}, api.HealthPassing, "")
-	c := BuildCluster(nil, nil, []*api.ServiceEntry{p1, p2, p3}, nil, nil)
+	c := buildCluster(nil, nil, []*api.ServiceEntry{p1, p2, p3}, nil, nil)
 	var got []string
 	for _, p := range c.Proxies {
 		got = append(got, p.Pool+"@"+p.Node+"="+p.Status)

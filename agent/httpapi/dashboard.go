@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/statusview"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // parseTemplates parses every *.html of the embedded dashboard.
@@ -45,8 +48,8 @@ func (s *Server) funcs() template.FuncMap {
 		"asset": func(name string) string {
 			return "/assets/" + name + "?v=" + s.hashes[name]
 		},
-		"dur":   shortDur,
-		"ago":   ago,
+		"dur":   statusview.ShortDur,
+		"ago":   statusview.Ago,
 		"clock": func(t time.Time) string { return t.Local().Format("15:04:05") },
 		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 		"date": func(t time.Time) string {
@@ -56,21 +59,21 @@ func (s *Server) funcs() template.FuncMap {
 			return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
 		},
 		"stclass": statusClass,
-		"health":  healthLabel,
+		"verdict": verdictLabel,
 		"short": func(s string, n int) string {
 			if len(s) <= n {
 				return s
 			}
 			return s[:n]
 		},
-		"keys": sortedKeys,
+		"keys": statusview.SortedKeys,
 		"meta": func(n *status.ClusterNode, k string) string {
 			if n == nil {
 				return ""
 			}
 			return n.Meta[k]
 		},
-		"same": sameAddr,
+		"same": addr.Same,
 		"truthof": func(masters []status.Master, name string) string {
 			for _, m := range masters {
 				if m.Name == name {
@@ -97,16 +100,16 @@ func statusClass(st string) string {
 	return "unknown"
 }
 
-// healthLabel is the word on a shard badge.
-func healthLabel(h string) string {
-	switch h {
-	case status.HealthOK:
+// verdictLabel is the word on a shard badge.
+func verdictLabel(v string) string {
+	switch v {
+	case status.VerdictOK:
 		return "OK"
-	case status.HealthDegraded:
+	case status.VerdictDegraded:
 		return "Degraded"
-	case status.HealthSplitBrain:
+	case status.VerdictSplitBrain:
 		return "Split brain"
-	case status.HealthDown:
+	case status.VerdictDown:
 		return "No master"
 	}
 	return "Unknown"
@@ -114,7 +117,7 @@ func healthLabel(h string) string {
 
 // page is what the templates receive.
 type page struct {
-	view
+	statusview.View
 	Wall bool
 }
 
@@ -122,7 +125,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string) {
 	now := s.opts.Now()
 	snap := s.snapshot()
 	cl := s.cluster(r.Context())
-	p := page{view: buildView(snap, cl, now, s.opts.RefreshInterval), Wall: r.URL.Query().Get("view") == "wall"}
+	p := page{View: statusview.Build(snap, cl, now, s.opts.RefreshInterval), Wall: r.URL.Query().Get("view") == "wall"}
 	var buf bytes.Buffer
 	if err := s.tmpl.ExecuteTemplate(&buf, name, p); err != nil {
 		s.log.Error("render dashboard", "template", name, "error", err)

@@ -1,9 +1,10 @@
-// Package httpapi is the agent's operator surface on http.address (DESIGN §8):
-// the status API (/v1/status, /v1/cluster), Prometheus metrics (/metrics),
-// a liveness probe (/healthz) and the dashboard (/), whose first paint is
+// Package httpapi is the agent's operator surface on http.address: the
+// status API (/v1/status, /v1/cluster), Prometheus metrics (/metrics), a
+// liveness probe (/healthz) and the dashboard (/), whose first paint is
 // rendered with html/template and which then refreshes its sections in
-// place. It also holds the client and the terminal rendering that
-// `redis-consul-agent status` uses, so the page and the table tell one story.
+// place. It is the server only: the client and the terminal rendering of
+// `redis-consul-agent status` are agent/statusclient, and both show the
+// view model of agent/statusview, so the page and the table tell one story.
 package httpapi
 
 import (
@@ -307,8 +308,10 @@ func (s *Server) cluster(ctx context.Context) status.Cluster {
 	nonNil(&v.Shards)
 	nonNil(&v.Sentinels)
 	nonNil(&v.Proxies)
+	nonNil(&v.Failovers)
+	nonNil(&v.Peers)
 	for i := range v.Shards {
-		if v.Shards[i].Health == "" {
+		if v.Shards[i].Verdict == "" {
 			Assess(&v.Shards[i])
 		}
 		nonNil(&v.Shards[i].Masters)

@@ -116,7 +116,7 @@ func TestClusterJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &c); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Shards) != 2 || c.Shards[0].Name != "orders" || c.Shards[0].Health != status.HealthOK || c.Shards[1].Health != status.HealthDegraded {
+	if len(c.Shards) != 2 || c.Shards[0].Name != "orders" || c.Shards[0].Verdict != status.VerdictOK || c.Shards[1].Verdict != status.VerdictDegraded {
 		t.Errorf("cluster = %+v", c.Shards)
 	}
 	if !strings.Contains(body, "\n  \"shards\"") {
@@ -129,7 +129,7 @@ func TestClusterAssessedWhenSourceDidNot(t *testing.T) {
 	src.set(status.Snapshot{}, status.Cluster{Shards: []status.Shard{{Name: "s"}}})
 	ts := newTestServer(t, src)
 	_, body := get(t, ts.URL+"/v1/cluster")
-	if !strings.Contains(body, `"health":"down"`) || !strings.Contains(body, `"masters":[]`) {
+	if !strings.Contains(body, `"verdict":"down"`) || !strings.Contains(body, `"masters":[]`) {
 		t.Errorf("cluster = %s", body)
 	}
 }

@@ -1,14 +1,13 @@
 // Package status defines the JSON the agent serves at /v1/status and
 // /v1/cluster, and that `redis-consul-agent status` and the dashboard read.
-// It holds types only, so that the HTTP layer, the CLI and the agent that
-// fills them agree on one contract.
+// It is the one wire contract of the agent: it holds types only, and the
+// only JSON tags in the product are here. Domain types (discovery,
+// twemproxy, telemetry) carry none; the agent maps them to these types in
+// one place (agent/statusmap.go), so a field renamed in a runner cannot
+// silently change what scripts read.
 package status
 
-import (
-	"time"
-
-	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
-)
+import "time"
 
 // Snapshot is what this agent knows and does, at /v1/status.
 type Snapshot struct {
@@ -25,9 +24,32 @@ type Snapshot struct {
 	// Masters is the Sentinel truth per master name.
 	Masters []Master `json:"masters"`
 	// Proxies are the local twemproxy instances this agent manages.
-	Proxies   []Proxy              `json:"proxies"`
-	Events    []telemetry.Event    `json:"events"`
-	Failovers []telemetry.Failover `json:"failovers"`
+	Proxies []Proxy `json:"proxies"`
+	// Events are this agent's recent events, oldest first.
+	Events []Event `json:"events"`
+	// Failovers are the failovers this agent learnt of, oldest first.
+	Failovers []Failover `json:"failovers"`
+}
+
+// Event is one line of the agent's journal.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"`             // sentinel, truth, consul, twemproxy, agent
+	Type    string    `json:"type"`             // e.g. +switch-master, register, restart
+	Subject string    `json:"subject"`          // master name, service ID or proxy name
+	Detail  string    `json:"detail,omitempty"` // human text
+	Level   string    `json:"level,omitempty"`  // info, warn, error
+}
+
+// Failover is one change of master for a master name, with the time each
+// target applied it on this agent. Zero times mean not (yet) applied here.
+type Failover struct {
+	Master      string    `json:"master"`
+	From        string    `json:"from"`
+	To          string    `json:"to"`
+	At          time.Time `json:"at"` // when the agent learnt of it
+	ConsulAt    time.Time `json:"consul_at,omitzero"`
+	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
 }
 
 // Instance is one local Redis as registered in Consul.
@@ -62,12 +84,14 @@ type Sentinel struct {
 
 // Master is the Sentinel truth for one master name.
 type Master struct {
-	Name   string    `json:"name"`
-	Addr   string    `json:"addr"`
-	Source string    `json:"source"` // majority, switch-master, stale
-	Agree  int       `json:"agree"`
-	Known  int       `json:"known"`
-	Since  time.Time `json:"since"`
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Source string `json:"source"` // majority, switch-master or stale, as discovery names them
+	// Agree of Total Sentinels name Addr. Total counts every Sentinel this
+	// agent knows of, reachable or not (one Sentinel counted once).
+	Agree int       `json:"agree"`
+	Total int       `json:"total"`
+	Since time.Time `json:"since"`
 }
 
 // Proxy is one local twemproxy.
@@ -105,11 +129,16 @@ type Pool struct {
 
 // Server is one server line of a pool.
 type Server struct {
-	Name    string `json:"name"`
-	Addr    string `json:"addr"`
-	Weight  int    `json:"weight"`
-	Want    string `json:"want,omitempty"` // the Sentinel truth when it differs
-	Matches bool   `json:"matches"`
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+	Want   string `json:"want,omitempty"` // the Sentinel truth when it differs
+	// Follows is true when the server is named after a master the
+	// Sentinels report, so the agent keeps it on that master. Matches is
+	// false only for such a server that is elsewhere now; a server that
+	// does not follow Sentinel always "matches", as nothing says otherwise.
+	Follows bool `json:"follows"`
+	Matches bool `json:"matches"`
 }
 
 // Restart is one restart of a proxy.
@@ -127,7 +156,62 @@ type Cluster struct {
 	Shards    []Shard           `json:"shards"`
 	Sentinels []ClusterSentinel `json:"sentinels"`
 	Proxies   []ClusterProxy    `json:"proxies"`
-	Error     string            `json:"error,omitempty"`
+	// Failovers are the recent failovers, each told once, merged from this
+	// agent and every peer that answered; oldest first.
+	Failovers []ClusterFailover `json:"failovers"`
+	// Peers are the other agents (the redis-consul-agent services) whose
+	// stories Failovers merges; one that did not answer has Error set.
+	Peers []Peer `json:"peers"`
+	Error string `json:"error,omitempty"`
+}
+
+// ClusterFailover is one failover of a shard as every agent that took part
+// saw it: Sentinel's phases, each agent's actions, and the client-visible
+// gap.
+type ClusterFailover struct {
+	Master string    `json:"master"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	At     time.Time `json:"at"` // the earliest an agent learnt of it
+	// Nodes are the agents that reported it.
+	Nodes []string `json:"nodes"`
+	// Phases are Sentinel's, each at its earliest report by any agent.
+	Phases []Phase `json:"phases"`
+	// Actions are what each agent did about it, oldest first.
+	Actions []Action `json:"actions"`
+	// ConsulAt is when the new master was tagged in Consul (by the agent
+	// beside it), TwemproxyAt when the last twemproxy that moved did;
+	// zero when nobody reported it.
+	ConsulAt    time.Time `json:"consul_at,omitzero"`
+	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+	// Gap is the client-visible gap: from Sentinel's first sign of the
+	// failover (the master down, or the failover started) to the moment the
+	// new master was reachable through Consul and every proxy that moved;
+	// zero when not known.
+	Gap time.Duration `json:"gap_ns,omitempty"`
+}
+
+// Phase is one step of Sentinel's failover.
+type Phase struct {
+	Name string    `json:"name"` // down, failover started, leader elected, replica chosen, promoted, announced, ended
+	At   time.Time `json:"at"`
+	Node string    `json:"node"` // the agent that saw it first
+}
+
+// Action is one thing an agent did about a failover.
+type Action struct {
+	Node   string    `json:"node"`
+	At     time.Time `json:"at"`
+	What   string    `json:"what"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Peer is another agent, found through its redis-consul-agent service.
+type Peer struct {
+	Node      string `json:"node"`
+	ServiceID string `json:"service_id"`
+	Addr      string `json:"addr,omitempty"` // its status API, Meta "http"
+	Error     string `json:"error,omitempty"`
 }
 
 // Shard is one Sentinel master name with its registered nodes.
@@ -138,19 +222,21 @@ type Shard struct {
 	Masters  []ClusterNode `json:"masters"` // more than one passing is a split brain
 	Replicas []ClusterNode `json:"replicas"`
 	Other    []ClusterNode `json:"other"` // registered but critical with no role
-	// Health sums the shard up for a glance: ok, degraded, split-brain
-	// (more than one master answers in DNS) or down (none does).
-	Health string `json:"health"`
-	// Problems say in words why Health is not ok, worst first.
+	// Verdict sums the shard up for a glance: ok, degraded, split-brain
+	// (more than one master answers in DNS) or down (none does). It is a
+	// verdict on the shard, not a Consul check state: those are the Status
+	// of each node.
+	Verdict string `json:"verdict"`
+	// Problems say in words why Verdict is not ok, in the order found.
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Shard health values, worst last.
+// Shard verdicts (see discovery.Verdict, which gives them).
 const (
-	HealthOK         = "ok"
-	HealthDegraded   = "degraded"
-	HealthSplitBrain = "split-brain"
-	HealthDown       = "down"
+	VerdictOK         = "ok"
+	VerdictDegraded   = "degraded"
+	VerdictSplitBrain = "split-brain"
+	VerdictDown       = "down"
 )
 
 // ClusterNode is one registered service instance as Consul reports it.
@@ -181,4 +267,11 @@ type ClusterSentinel struct {
 type ClusterProxy struct {
 	ClusterNode
 	Pool string `json:"pool"`
+}
+
+// Report is what `redis-consul-agent status --json` prints: one agent's own
+// state and the cluster it sees, as the agent served them.
+type Report struct {
+	Status  Snapshot `json:"status"`
+	Cluster Cluster  `json:"cluster"`
 }

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/statusclient"
 	"github.com/urfave/cli/v2"
 )
 
@@ -25,7 +26,7 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON, for scripts"},
 		},
 		Action: func(c *cli.Context) error {
-			cl := httpapi.NewClient(c.String("http-addr"))
+			cl := statusclient.NewClient(c.String("http-addr"))
 			snap, rawStatus, err := cl.Status(c.Context)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -51,13 +52,13 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			if cerr != nil {
-				var ue *httpapi.UnreachableError
+				var ue *statusclient.UnreachableError
 				if errors.As(cerr, &ue) {
 					return &exitError{code: 1, err: cerr}
 				}
 				cluster.Error = "cannot read /v1/cluster: " + cerr.Error()
 			}
-			return httpapi.WriteText(c.App.Writer, httpapi.Report{Status: snap, Cluster: cluster}, httpapi.TextOptions{})
+			return statusclient.WriteText(c.App.Writer, status.Report{Status: snap, Cluster: cluster}, statusclient.TextOptions{})
 		},
 	}
 }

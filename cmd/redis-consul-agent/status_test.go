@@ -68,11 +68,11 @@ func TestStatusCommandJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r httpapi.Report
+	var r status.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("--json is not a Report: %v\n%s", err, out)
 	}
-	if r.Status.Node != "cache-9" || len(r.Cluster.Shards) != 1 || r.Cluster.Shards[0].Health != status.HealthDegraded {
+	if r.Status.Node != "cache-9" || len(r.Cluster.Shards) != 1 || r.Cluster.Shards[0].Verdict != status.VerdictDegraded {
 		t.Errorf("report = %+v", r)
 	}
 }

@@ -73,10 +73,12 @@ func Split(a string) (host string, port int, err error) {
 }
 
 func parsePort(p string) (int, error) {
-	if p == "" || len(p) > 5 || strings.Trim(p, "0123456789") != "" {
+	// Leading zeros do not count towards the five digits: "026379" is 26379.
+	digits := strings.TrimLeft(p, "0")
+	if p == "" || len(digits) > 5 || strings.Trim(p, "0123456789") != "" {
 		return 0, fmt.Errorf("invalid port %q", p)
 	}
-	n, _ := strconv.Atoi(p)
+	n, _ := strconv.Atoi("0" + digits)
 	if n <= 0 || n > 65535 {
 		return 0, fmt.Errorf("port %q is not in 1-65535", p)
 	}

@@ -5,38 +5,89 @@ import (
 	"time"
 )
 
+// Kind is the part of the agent an Event comes from. It is a named type so
+// that a caller picks one of the constants below rather than spelling a
+// string; the status API shows it as its string value.
+type Kind string
+
 // Event kinds recorded in the journal.
 const (
-	KindSentinel  = "sentinel"  // a Sentinel pub/sub message
-	KindTruth     = "truth"     // the Sentinel truth for a master changed
-	KindConsul    = "consul"    // a registration or check changed in Consul
-	KindTwemproxy = "twemproxy" // a pipeline run, restart, rollback
-	KindAgent     = "agent"     // start, reload, stop
+	KindSentinel  Kind = "sentinel"  // a Sentinel pub/sub message
+	KindTruth     Kind = "truth"     // the Sentinel truth for a master changed
+	KindConsul    Kind = "consul"    // a registration or check changed in Consul
+	KindTwemproxy Kind = "twemproxy" // a pipeline run, restart, rollback
+	KindAgent     Kind = "agent"     // start, reload, stop
 )
 
-// Event is one line of the journal.
+// Event levels, how loud an Event is; an empty Level is recorded as
+// LevelInfo. They stay untyped strings while callers that compute a level
+// into a string variable move over.
+const (
+	LevelInfo  = "info"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Target is a part of the system that applies a failover: the role tags in
+// Consul, or a proxy pointed at the new master. Each has one slot in
+// Failover, so a caller that names a target cannot misspell it.
+type Target int
+
+// Failover targets.
+const (
+	// TargetConsul is the new master tagged in Consul by the agent beside it.
+	TargetConsul Target = iota + 1
+	// TargetTwemproxy is a twemproxy config rewritten and restarted.
+	TargetTwemproxy
+)
+
+// String is the target's name in logs and in the status API.
+func (t Target) String() string {
+	switch t {
+	case TargetConsul:
+		return "consul"
+	case TargetTwemproxy:
+		return "twemproxy"
+	}
+	return "unknown"
+}
+
+// Event is one line of the journal. It is a domain type: the status API
+// maps it to its own wire type.
 type Event struct {
-	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"`
-	Type    string    `json:"type"`             // e.g. +switch-master, register, restart
-	Subject string    `json:"subject"`          // master name, service ID or proxy name
-	Detail  string    `json:"detail,omitempty"` // human text
-	Level   string    `json:"level,omitempty"`  // info, warn, error
+	Time    time.Time
+	Kind    Kind
+	Type    string // e.g. +switch-master, register, restart
+	Subject string // master name, service ID or proxy name
+	Detail  string // human text
+	Level   string // LevelInfo, LevelWarn or LevelError
 }
 
 // Failover is one change of master for a master name, with the time each
 // target applied it. Zero times mean not (yet) applied by this agent.
 type Failover struct {
-	Master      string    `json:"master"`
-	From        string    `json:"from"`
-	To          string    `json:"to"`
-	At          time.Time `json:"at"` // when the agent learnt of it
-	ConsulAt    time.Time `json:"consul_at,omitzero"`
-	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+	Master      string
+	From        string
+	To          string
+	At          time.Time // when the agent learnt of it
+	ConsulAt    time.Time
+	TwemproxyAt time.Time
+}
+
+// slot is where f keeps the time target applied it; nil for an unknown target.
+func (f *Failover) slot(target Target) *time.Time {
+	switch target {
+	case TargetConsul:
+		return &f.ConsulAt
+	case TargetTwemproxy:
+		return &f.TwemproxyAt
+	}
+	return nil
 }
 
 // Journal keeps the most recent events and failovers in memory for the status
-// API and the dashboard. Safe for concurrent use.
+// API and the dashboard: the typed observer the runners report to. A nil
+// *Journal records nothing. Safe for concurrent use.
 type Journal struct {
 	mu        sync.Mutex
 	max       int
@@ -53,7 +104,7 @@ func NewJournal(max int) *Journal {
 	return &Journal{max: max}
 }
 
-// Add records an event; a zero Time is set to now.
+// Add records an event; a zero Time is set to now, a zero Level to info.
 func (j *Journal) Add(e Event) {
 	if j == nil {
 		return
@@ -62,7 +113,7 @@ func (j *Journal) Add(e Event) {
 		e.Time = time.Now()
 	}
 	if e.Level == "" {
-		e.Level = "info"
+		e.Level = LevelInfo
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -75,6 +126,9 @@ func (j *Journal) Add(e Event) {
 
 // Events returns a copy of the recorded events, oldest first.
 func (j *Journal) Events() []Event {
+	if j == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]Event(nil), j.events...)
@@ -101,10 +155,11 @@ func (j *Journal) Failover(master, from, to string, at time.Time) {
 	}
 }
 
-// Applied marks the newest failover of master to addr as applied by target
-// ("consul" or "twemproxy") at t, and returns how long after the failover
-// was learnt that was; ok is false when no such failover is open.
-func (j *Journal) Applied(target, master, addr string, t time.Time) (d time.Duration, ok bool) {
+// AppliedBy marks the newest failover of master to addr as applied by
+// target at t, and returns how long after the failover was learnt that was;
+// ok is false when no such failover is open, when it was already marked for
+// target, or when target is not one of the Target constants.
+func (j *Journal) AppliedBy(target Target, master, addr string, t time.Time) (d time.Duration, ok bool) {
 	if j == nil {
 		return 0, false
 	}
@@ -118,16 +173,8 @@ func (j *Journal) Applied(target, master, addr string, t time.Time) (d time.Dura
 		if f.To != addr {
 			return 0, false
 		}
-		var slot *time.Time
-		switch target {
-		case "consul":
-			slot = &f.ConsulAt
-		case "twemproxy":
-			slot = &f.TwemproxyAt
-		default:
-			return 0, false
-		}
-		if !slot.IsZero() {
+		slot := f.slot(target)
+		if slot == nil || !slot.IsZero() {
 			return 0, false
 		}
 		*slot = t
@@ -137,8 +184,38 @@ func (j *Journal) Applied(target, master, addr string, t time.Time) (d time.Dura
 	return 0, false
 }
 
+// AppliedConsul marks the newest failover of master to addr as tagged in
+// Consul at t (see AppliedBy).
+func (j *Journal) AppliedConsul(master, addr string, t time.Time) (time.Duration, bool) {
+	return j.AppliedBy(TargetConsul, master, addr, t)
+}
+
+// AppliedTwemproxy marks the newest failover of master to addr as applied
+// by a twemproxy restart at t (see AppliedBy).
+func (j *Journal) AppliedTwemproxy(master, addr string, t time.Time) (time.Duration, bool) {
+	return j.AppliedBy(TargetTwemproxy, master, addr, t)
+}
+
+// Applied is AppliedBy with the target spelt "consul" or "twemproxy".
+//
+// Deprecated: use AppliedConsul, AppliedTwemproxy or AppliedBy, which a
+// misspelt target cannot reach. Kept while callers move over.
+func (j *Journal) Applied(target, master, addr string, t time.Time) (time.Duration, bool) {
+	var tg Target
+	switch target {
+	case "consul":
+		tg = TargetConsul
+	case "twemproxy":
+		tg = TargetTwemproxy
+	}
+	return j.AppliedBy(tg, master, addr, t)
+}
+
 // Failovers returns a copy of the recorded failovers, oldest first.
 func (j *Journal) Failovers() []Failover {
+	if j == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]Failover(nil), j.failovers...)

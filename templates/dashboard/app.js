@@ -105,9 +105,9 @@
   function applySummary(el) {
     var title = el.getAttribute("data-title");
     if (title) document.title = title;
-    var health = el.getAttribute("data-health") || "unknown";
+    var verdict = el.getAttribute("data-verdict") || "unknown";
     var icon = document.getElementById("favicon");
-    var href = body.getAttribute("data-favicon-" + health);
+    var href = body.getAttribute("data-favicon-" + verdict);
     if (icon && href && icon.getAttribute("href") !== href) icon.setAttribute("href", href);
   }
 

@@ -1,4 +1,9 @@
-package httpapi
+// Package statusclient is the reading side of the status contract: a
+// client for a running agent's /v1/status and /v1/cluster, and the terminal
+// rendering `redis-consul-agent status` prints. The server side is
+// agent/httpapi; both speak agent/status and show agent/statusview, so the
+// table and the dashboard tell one story.
+package statusclient
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package httpapi
+package statusclient
 
 import (
 	"fmt"
@@ -8,15 +8,17 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/statusview"
 )
 
-// Report is what `redis-consul-agent status` prints: one agent's own state
-// and the cluster as Consul sees it, the same picture as the dashboard.
-type Report struct {
-	Status  status.Snapshot `json:"status"`
-	Cluster status.Cluster  `json:"cluster"`
-}
+// The helpers the table shares with the dashboard.
+var (
+	orDash   = statusview.OrDash
+	shortDur = statusview.ShortDur
+	ago      = statusview.Ago
+)
 
 // TextOptions tune WriteText.
 type TextOptions struct {
@@ -30,7 +32,7 @@ type TextOptions struct {
 
 // WriteText renders r as terminal tables, one block per topic, worst news
 // (the cluster) first.
-func WriteText(w io.Writer, r Report, o TextOptions) error {
+func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 	if o.Now.IsZero() {
 		o.Now = r.Status.Now
 	}
@@ -47,7 +49,7 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 		o.Width = 72
 	}
 	cut := func(s string) string { return clip(s, o.Width) }
-	v := buildView(r.Status, r.Cluster, o.Now, 0)
+	v := statusview.Build(r.Status, r.Cluster, o.Now, 0)
 	p := &printer{w: w}
 
 	s := r.Status
@@ -71,7 +73,7 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 	}
 
 	if len(v.Shards) > 0 {
-		t := p.table("SHARDS (as Consul sees them)", "SHARD", "HEALTH", "MASTER", "SENTINELS", "REPLICAS", "SINCE")
+		t := p.table("SHARDS (as Consul sees them)", "SHARD", "VERDICT", "MASTER", "SENTINELS", "REPLICAS", "SINCE")
 		for _, sh := range v.Shards {
 			master := "none"
 			if sh.Master != nil {
@@ -97,11 +99,11 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 			if sh.Truth != nil && !sh.Truth.Since.IsZero() {
 				sinceCol = ago(o.Now, sh.Truth.Since)
 			}
-			health := sh.Health
-			if health != status.HealthOK {
-				health = strings.ToUpper(health)
+			verdict := sh.Verdict
+			if verdict != status.VerdictOK {
+				verdict = strings.ToUpper(verdict)
 			}
-			t.row(orDash(sh.Name), health, master, agree, fmt.Sprintf("%d/%d linked", linked, len(sh.Replicas)), sinceCol)
+			t.row(orDash(sh.Name), verdict, master, agree, fmt.Sprintf("%d/%d linked", linked, len(sh.Replicas)), sinceCol)
 			for _, pr := range sh.Problems {
 				t.row("", "  ! "+cut(pr))
 			}
@@ -134,7 +136,7 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 				agrees = map[bool]string{true: "yes", false: "NO"}[*cs.Agrees]
 			}
 			var view []string
-			for _, k := range sortedKeys(cs.View) {
+			for _, k := range statusview.SortedKeys(cs.View) {
 				view = append(view, k+"="+cs.View[k])
 			}
 			t.row(cs.Addr, orDash(cs.Node), orDash(cs.Status), link, agrees, cut(orDash(strings.Join(view, " "))))
@@ -150,16 +152,8 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 		t.flush()
 	}
 
-	if len(v.Timeline) > 0 {
-		t := p.table("FAILOVERS (seen by this agent, newest first)", "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY")
-		for i, f := range v.Timeline {
-			if i == o.Failovers {
-				break
-			}
-			t.row(f.At.Local().Format("2006-01-02 15:04:05")+" ("+ago(o.Now, f.At)+")", f.Master,
-				orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy))
-		}
-		t.flush()
+	if len(v.Timeline) > 0 || len(v.Silent) > 0 {
+		writeTimeline(p, v, o, cut)
 	}
 
 	if len(s.Instances) > 0 {
@@ -183,7 +177,7 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 	if len(s.Masters) > 0 {
 		t := p.table("SENTINEL TRUTH", "SHARD", "MASTER", "SOURCE", "AGREE", "SINCE")
 		for _, m := range s.Masters {
-			t.row(m.Name, m.Addr, m.Source, fmt.Sprintf("%d/%d", m.Agree, m.Known), ago(o.Now, m.Since))
+			t.row(m.Name, m.Addr, m.Source, fmt.Sprintf("%d/%d", m.Agree, m.Total), ago(o.Now, m.Since))
 		}
 		t.flush()
 	}
@@ -191,7 +185,7 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 		t := p.table("SENTINEL LINKS", "SENTINEL", "LINK", "VIEW", "ERROR")
 		for _, sn := range s.Sentinels {
 			var view []string
-			for _, k := range sortedKeys(sn.View) {
+			for _, k := range statusview.SortedKeys(sn.View) {
 				view = append(view, k+"="+sn.View[k])
 			}
 			link := "up"
@@ -225,7 +219,10 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 				}
 				for _, srv := range pool.Servers {
 					m := "yes"
-					if !srv.Matches {
+					switch {
+					case !srv.Follows:
+						m = "not a Sentinel master name"
+					case !srv.Matches:
 						m = "NO"
 						if srv.Want != "" {
 							m += ", want " + srv.Want
@@ -246,6 +243,42 @@ func WriteText(w io.Writer, r Report, o TextOptions) error {
 		t.flush()
 	}
 	return p.err
+}
+
+// writeTimeline prints the failovers, each with its story when the agent
+// merged one from its peers, and names the peers that did not answer.
+func writeTimeline(p *printer, v statusview.View, o TextOptions, cut func(string) string) {
+	title := "FAILOVERS (seen by this agent, newest first)"
+	if v.Peers > 0 {
+		title = fmt.Sprintf("FAILOVERS (merged from this agent and %d more, newest first)", v.Peers)
+	}
+	t := p.table(title, "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY", "GAP")
+	for i, f := range v.Timeline {
+		if i == o.Failovers {
+			break
+		}
+		t.row(f.At.Local().Format("2006-01-02 15:04:05")+" ("+ago(o.Now, f.At)+")", f.Master,
+			orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy), shortDur(f.Gap))
+		for _, st := range f.Steps {
+			after := "0"
+			if st.After > 0 {
+				after = "+" + shortDur(st.After)
+			}
+			line := after + " " + st.Node + ": " + st.What
+			if st.Detail != "" {
+				line += " (" + st.Detail + ")"
+			}
+			t.row("", "  "+cut(line))
+		}
+	}
+	t.flush()
+	for _, peer := range v.Silent {
+		addr := ""
+		if peer.Addr != "" {
+			addr = " (" + peer.Addr + ")"
+		}
+		p.line("! agent " + peer.Node + addr + " did not answer: " + cut(peer.Error))
+	}
 }
 
 // printer writes blocks separated by blank lines and remembers the first
