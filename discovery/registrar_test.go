@@ -239,9 +239,9 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		writes []string
 		output string // the check output in Consul afterwards
 	}{
-		{"first registration: status and output unknown, so both", func() error {
+		{"first registration: what Consul holds is unknown, so all, and the registration again to send the output", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
-		}, []string{"register " + id, "ttl " + id + " passing"}, "offset=1"},
+		}, []string{"register " + id, "ttl " + id + " passing", "register " + id}, "offset=1"},
 		{"unchanged", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
 		}, nil, "offset=1"},
@@ -255,25 +255,28 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		{"status change is one write", func() error {
 			return r.Update(ctx, replica, Health{api.HealthWarning, "link down"})
 		}, []string{"ttl " + id + " warning"}, "link down"},
-		{"role change is one write", func() error {
+		{"role change: status and reason first, then the tags", func() error {
 			return r.Update(ctx, master, Health{api.HealthPassing, "confirmed"})
-		}, []string{"register " + id}, ""},
-		{"its output follows from Run", func() error {
+		}, []string{"ttl " + id + " passing", "register " + id}, "confirmed"},
+		{"nothing left for Run", func() error {
 			r.retryDue(ctx)
 			return nil
-		}, []string{"ttl " + id + " passing"}, "confirmed"},
-		{"role change to critical is one write", func() error {
+		}, nil, "confirmed"},
+		{"role change to critical: status first, the master is critical before it loses its tags", func() error {
 			return r.Update(ctx, testService("unknown"), Health{api.HealthCritical, "claims master"})
-		}, []string{"register " + id}, ""},
+		}, []string{"ttl " + id + " critical", "register " + id}, "claims master"},
 		{"meta change with the same status is one write", func() error {
 			s := testService("unknown")
 			s.Meta["redis_version"] = "7.0.15"
 			return r.Update(ctx, s, Health{api.HealthCritical, "claims master"})
-		}, []string{"register " + id}, ""},
-		{"Run writes the output", func() error {
-			r.retryDue(ctx)
-			return nil
-		}, []string{"ttl " + id + " critical"}, "claims master"},
+		}, []string{"register " + id}, "claims master"},
+		{"a master demoted to a passing replica: tags first, so no passing master in between", func() error {
+			if err := r.Update(ctx, master, Health{api.HealthCritical, "unreachable"}); err != nil {
+				return err
+			}
+			f.take()
+			return r.Update(ctx, replica, Health{api.HealthPassing, "replica again"})
+		}, []string{"register " + id, "ttl " + id + " passing"}, "replica again"},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -287,14 +290,15 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 			t.Fatalf("%s: output %q, want %q", st.name, c.Output, st.output)
 		}
 	}
-	if c := f.check(id); c.Status != api.HealthCritical {
+	if c := f.check(id); c.Status != api.HealthPassing {
 		t.Fatalf("check = %s %q", c.Status, c.Output)
 	}
 }
 
 // TestRegistrarNeverAdvertisesTooEarly checks the order of the two writes of
 // a role change: no intermediate state shows the master tag as passing
-// unless the end state does.
+// unless the end state does (or the start state did: an output-only update
+// of the old state shows nowhere new).
 func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
 	f, srv := newFakeConsul(t)
 	r := newTestRegistrar(t, srv.URL, "")
@@ -320,8 +324,12 @@ func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
 		if len(history) == 0 || history[len(history)-1] != final {
 			t.Fatalf("state %d: history %q does not end in %q", i, history, final)
 		}
+		start := ""
+		if i > 0 {
+			start = strings.Join(states[i-1].svc.Tags, ",") + " " + states[i-1].h.Status
+		}
 		for _, h := range history[:len(history)-1] {
-			if strings.HasPrefix(h, "master,") && strings.HasSuffix(h, api.HealthPassing) {
+			if h != start && strings.HasPrefix(h, "master,") && strings.HasSuffix(h, api.HealthPassing) {
 				t.Fatalf("state %d: intermediate %q advertises a passing master (history %q)", i, h, history)
 			}
 		}
@@ -348,7 +356,7 @@ func TestRegistrarRepairsLostRegistrations(t *testing.T) {
 	// The Consul agent restarted without state: the resync notices.
 	wipe()
 	r.resync(ctx)
-	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl " + id + " passing"}) {
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl " + id + " passing", "register " + id}) {
 		t.Fatalf("after resync: writes %q", writes)
 	}
 
@@ -492,6 +500,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	}
 	r := newReg()
 	ctx := context.Background()
+	r.ensureHeartbeat(ctx) // Run's first act
 	a := testService("master", "m-master")
 	b := testService("replica", "m-replica")
 	b.ID = "redis-10.0.0.2-6379"
@@ -501,7 +510,10 @@ func TestRegistrarHeartbeat(t *testing.T) {
 		}
 	}
 	writes, _ := f.take()
-	want := []string{"register " + hb.ID, "ttl " + hb.ID + " passing", "register " + a.ID, "ttl " + a.ID + " passing", "register " + b.ID, "ttl " + b.ID + " passing"}
+	var want []string
+	for _, id := range []string{hb.ID, a.ID, b.ID} {
+		want = append(want, "register "+id, "ttl "+id+" passing", "register "+id)
+	}
 	if !slices.Equal(writes, want) {
 		t.Fatalf("first writes %q, want %q", writes, want)
 	}
@@ -530,11 +542,11 @@ func TestRegistrarHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.refresh(ctx)
-	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing", "ttl " + hb.ID + " passing"}) {
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing", "register " + a.ID, "ttl " + hb.ID + " passing"}) {
 		t.Fatalf("refresh writes %q, want the new reason once, not the new offset", writes)
 	}
 	// A status check whose TTL would run out is refreshed, with its output.
-	r.entries[a.ID].refreshed = time.Now().Add(-time.Minute/3 + time.Second)
+	r.entries[a.ID].have.refreshed = time.Now().Add(-time.Minute/3 + time.Second)
 	r.refresh(ctx)
 	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing"}) {
 		t.Fatalf("refresh writes %q, want the heartbeat and %s", writes, a.ID)
@@ -574,6 +586,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	// A token without service:write on the heartbeat: short TTLs, no alias.
 	f.refuse = []string{hb.Name}
 	r = newReg()
+	r.ensureHeartbeat(ctx)
 	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok"}); err != nil {
 		t.Fatal(err)
 	}
