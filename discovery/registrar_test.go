@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,13 @@ type fakeConsul struct {
 	writes   []string                 // "register <id>", "ttl <id> <status>", "deregister <id>"
 	history  []string                 // "<tags> <status>" of a service after every write
 	failNext int                      // fail that many writes with 500
+
+	// stall, when set, holds every TTL update of that check until the
+	// request is cancelled or stallRelease closes; stalled receives once
+	// per held request.
+	stall        atomic.Pointer[string]
+	stalled      chan string
+	stallRelease chan struct{}
 }
 
 func newFakeConsul(t *testing.T) (*fakeConsul, *httptest.Server) {
@@ -43,6 +51,14 @@ func newFakeConsul(t *testing.T) (*fakeConsul, *httptest.Server) {
 }
 
 func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id := f.stall.Load(); id != nil && r.URL.Path == "/v1/agent/check/update/"+*id {
+		f.stalled <- *id
+		select {
+		case <-r.Context().Done():
+			return
+		case <-f.stallRelease:
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.token != "" && r.Header.Get("X-Consul-Token") != f.token {
@@ -599,4 +615,73 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + a.ID + " passing"}) {
 		t.Fatalf("refresh without a heartbeat writes %q", writes)
 	}
+}
+
+// TestRegistrarFailoverDoesNotWaitForHeartbeat: a role change is written at
+// once while a heartbeat write hangs (a Consul agent that stopped answering
+// that one request, a write that will time out): the failover write must not
+// queue behind the heartbeat's writes.
+func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	c, err := NewConsulClient(ConsulOptions{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := Service{ID: "redis-consul-agent-host-8765", Name: "redis-consul-agent"}
+	r, err := NewRegistrar(RegistrarOptions{
+		Client: c, TTL: 3 * time.Second, Heartbeat: hb, WriteTimeout: 20 * time.Second,
+		Metrics: telemetry.Discard(), Journal: telemetry.NewJournal(100),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.ensureHeartbeat(ctx)
+	replica := testService("replica", "m-replica")
+	if err := r.Update(ctx, replica, Health{api.HealthPassing, "replica of 10.0.0.2:6379"}); err != nil {
+		t.Fatal(err)
+	}
+	if cs := f.checksOf(replica.ID); cs["alias"].alias != hb.ID {
+		t.Fatalf("checks %+v, want an alias of the heartbeat", cs)
+	}
+
+	f.stalled, f.stallRelease = make(chan string, 4), make(chan struct{})
+	defer close(f.stallRelease)
+	stall := checkID(hb.ID)
+	f.stall.Store(&stall)
+	refreshed := make(chan struct{})
+	go func() { r.refresh(ctx); close(refreshed) }()
+	select {
+	case <-f.stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the heartbeat refresh never reached Consul")
+	}
+
+	start := time.Now()
+	uctx, ucancel := context.WithTimeout(ctx, 2*time.Second)
+	defer ucancel()
+	master := testService("master", "m-master")
+	err = r.Update(uctx, master, Health{api.HealthPassing, "master, confirmed by Sentinel"})
+	took := time.Since(start)
+	t.Logf("role change written in %s while the heartbeat write hangs", took)
+	if err != nil {
+		t.Fatalf("Update while the heartbeat write hangs: %v (after %s)", err, took)
+	}
+	if took > time.Second {
+		t.Fatalf("Update took %s behind a hanging heartbeat write", took)
+	}
+	f.mu.Lock()
+	tags := f.services[master.ID].Tags
+	got := *f.checks[stall[:len("service:")]+master.ID]
+	f.mu.Unlock()
+	if got.Status != api.HealthPassing || got.Output != "master, confirmed by Sentinel" {
+		t.Fatalf("check after the role change = %s %q", got.Status, got.Output)
+	}
+	if !slices.Equal(tags, master.Tags) {
+		t.Fatalf("tags %q, want %q", tags, master.Tags)
+	}
+	f.stall.Store(nil)
+	cancel()
+	<-refreshed
 }
