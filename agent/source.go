@@ -12,8 +12,8 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // startHTTP listens at once, so a port clash fails the start rather than
@@ -64,7 +64,24 @@ func (a *Agent) Snapshot() status.Snapshot {
 	}
 	s.Sentinels, s.Masters = a.sentinelViews()
 	s.Proxies = a.proxyStatus()
+	s.Consul = consulStatus(a.registrar.Status())
 	return s
+}
+
+// consulStatus sums up the registrar's view of its services.
+func consulStatus(regs []discovery.RegistrationStatus) *status.Consul {
+	c := &status.Consul{Services: len(regs)}
+	for _, r := range regs {
+		if r.Registered {
+			c.Registered++
+		} else {
+			c.Unregistered = append(c.Unregistered, r.ID)
+		}
+		if r.LastErrorAt.After(c.LastErrorAt) {
+			c.LastError, c.LastErrorAt, c.LastErrorService = r.LastError, r.LastErrorAt, r.ID
+		}
+	}
+	return c
 }
 
 // sentinelViews is the Monitor's picture in the status contract's terms.

@@ -25,9 +25,25 @@ type Snapshot struct {
 	// Masters is the Sentinel truth per master name.
 	Masters []Master `json:"masters"`
 	// Proxies are the local twemproxy instances this agent manages.
-	Proxies   []Proxy              `json:"proxies"`
+	Proxies []Proxy `json:"proxies"`
+	// Consul is how this agent's own registrations stand in Consul.
+	Consul    *Consul              `json:"consul,omitempty"`
 	Events    []telemetry.Event    `json:"events"`
 	Failovers []telemetry.Failover `json:"failovers"`
+}
+
+// Consul says whether Consul holds what this agent registers, and the last
+// error it answered: what an operator checks first when DNS looks wrong.
+type Consul struct {
+	Services   int `json:"services"`   // services this agent registers (Redis, Sentinels, pools)
+	Registered int `json:"registered"` // of which Consul holds the definition and status
+	// Unregistered are the IDs of the others: being retried with backoff.
+	Unregistered []string `json:"unregistered,omitempty"`
+	// LastError is the latest error of a Consul write, kept after the
+	// write recovered; LastErrorAt says when and LastErrorService for which.
+	LastError        string    `json:"last_error,omitempty"`
+	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	LastErrorService string    `json:"last_error_service,omitempty"`
 }
 
 // Instance is one local Redis as registered in Consul.
