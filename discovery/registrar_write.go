@@ -233,6 +233,9 @@ func (r *Registrar) register(ctx context.Context, e *entry, alias string) error 
 			DeregisterCriticalServiceAfter: r.opts.DeregisterCriticalAfter.String(),
 		})
 	}
+	// A registration of what Consul already holds only makes it send the
+	// check's output: no news for the log or the journal.
+	resend := e.have.registered && sameService(e.have.svc, s) && e.have.aliased == (alias != "")
 	wctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
 	start := time.Now()
@@ -247,6 +250,10 @@ func (r *Registrar) register(ctx context.Context, e *entry, alias string) error 
 	now := time.Now()
 	e.have.registered, e.have.svc = true, s
 	e.have.ttl, e.have.aliased, e.have.refreshed, e.have.wrote = ttl, alias != "", now, now
+	if resend {
+		r.log.Debug("registered again to send the check output", "service_id", s.ID, "took", time.Since(start).Round(time.Microsecond))
+		return nil
+	}
 	r.log.Info("registered", "service_id", s.ID, "tags", strings.Join(s.Tags, ","), "status", h.Status,
 		"took", time.Since(start).Round(time.Microsecond))
 	r.opts.Journal.Add(telemetry.Event{
