@@ -4,10 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 )
 
@@ -51,5 +54,21 @@ func TestClusterSaysWhenACLsHideInstances(t *testing.T) {
 				t.Fatalf("Error = %q, want %q", c.Error, tc.wantError)
 			}
 		})
+	}
+}
+
+// TestConsulStatus: the consul block counts what Consul holds, names what
+// it does not, and keeps the latest error with its time and service.
+func TestConsulStatus(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	got := consulStatus([]discovery.RegistrationStatus{
+		{Service: discovery.Service{ID: "a"}, Registered: true, LastError: "old", LastErrorAt: t0},
+		{Service: discovery.Service{ID: "b"}, LastError: "register b: consul did not answer", LastErrorAt: t0.Add(time.Minute)},
+		{Service: discovery.Service{ID: "c"}, Registered: true},
+	})
+	want := status.Consul{Services: 3, Registered: 2, Unregistered: []string{"b"},
+		LastError: "register b: consul did not answer", LastErrorAt: t0.Add(time.Minute), LastErrorService: "b"}
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("consulStatus = %+v, want %+v", *got, want)
 	}
 }

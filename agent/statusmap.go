@@ -35,7 +35,24 @@ func (a *Agent) Snapshot() status.Snapshot {
 	for _, v := range a.proxies.values() {
 		s.Proxies = append(s.Proxies, statusProxy(v.(*twemproxy.Runner).Status()))
 	}
+	s.Consul = consulStatus(a.registrar.Status())
 	return s
+}
+
+// consulStatus sums up the registrar's view of its services.
+func consulStatus(regs []discovery.RegistrationStatus) *status.Consul {
+	c := &status.Consul{Services: len(regs)}
+	for _, r := range regs {
+		if r.Registered {
+			c.Registered++
+		} else {
+			c.Unregistered = append(c.Unregistered, r.ID)
+		}
+		if r.LastErrorAt.After(c.LastErrorAt) {
+			c.LastError, c.LastErrorAt, c.LastErrorService = r.LastError, r.LastErrorAt, r.ID
+		}
+	}
+	return c
 }
 
 // sentinelViews is the Monitor's picture in the status contract's terms.

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
 )
 
 // ConsulOptions are the settings of the local Consul agent connection. Empty
@@ -101,46 +102,22 @@ func lingerZero(network, _ string, rc syscall.RawConn) error {
 // the truth rule is counted over the known Sentinels, and dropping the
 // unhealthy ones would let a lone reachable Sentinel look like a majority.
 // A Sentinel leaves the set when its registration goes (graceful stop, or
-// DeregisterCriticalServiceAfter).
+// DeregisterCriticalServiceAfter). A list from which Consul hid instances
+// the ACL token may not read is an error (*consulhealth.FilteredError), never
+// a shorter list: it would shrink the electorate of the majority.
 func ConsulSentinels(client *api.Client, service string) func(ctx context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
-		q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
-		entries, meta, err := client.Health().Service(service, "", false, q)
+		res, err := consulhealth.Service(ctx, client, service, consulhealth.Query{AllowStale: true})
 		if err != nil {
-			return nil, fmt.Errorf("list %s in consul: %w", service, err)
+			return nil, fmt.Errorf("list sentinels: %w", err)
 		}
-		// Consul drops what the token may not read without an error: a
-		// partial set would silently shrink the majority's electorate.
-		if meta != nil && meta.ResultsFilteredByACLs {
-			return nil, fmt.Errorf("list %s in consul: %w", service, aclHidError(service))
-		}
-		seen := make(map[string]bool, len(entries))
-		out := make([]string, 0, len(entries))
-		for _, e := range entries {
-			if e.Service == nil || e.Service.Port == 0 {
-				continue
-			}
-			host := e.Service.Address
-			if host == "" && e.Node != nil {
-				host = e.Node.Address
-			}
-			if host == "" {
-				continue
-			}
-			addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
-			if !seen[addr] {
-				seen[addr] = true
-				out = append(out, addr)
+		out := make([]string, 0, len(res.Instances))
+		for _, in := range res.Instances {
+			if in.Address != "" && !slices.Contains(out, in.Address) {
+				out = append(out, in.Address)
 			}
 		}
-		sort.Strings(out)
+		slices.Sort(out)
 		return out, nil
 	}
-}
-
-// aclHidError says that Consul hid instances of service from the ACL token
-// (X-Consul-Results-Filtered-By-ACLs): the health API needs service:read on
-// the service and node:read on the nodes it runs on.
-func aclHidError(service string) error {
-	return fmt.Errorf("consul hid instances the ACL token may not read (it needs service:read on %q and node:read)", service)
 }

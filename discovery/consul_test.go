@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
 )
 
 // TestConsulSentinels: discovery lists the registered Sentinels, and
@@ -24,7 +26,7 @@ func TestConsulSentinels(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "readable", want: []string{"10.0.0.1:26379", "10.0.0.2:26379"}},
-		{name: "hidden by ACLs", filtered: true, wantErr: `consul hid instances the ACL token may not read (it needs service:read on "redis-sentinel" and node:read)`},
+		{name: "hidden by ACLs", filtered: true, wantErr: `consul hid instances of "redis-sentinel" the ACL token may not read (it needs service:read on "redis-sentinel" and node:read)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -54,8 +56,11 @@ func TestConsulSentinels(t *testing.T) {
 			}
 			got, err := ConsulSentinels(client, "redis-sentinel")(context.Background())
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !consulhealth.IsFiltered(err) {
+					t.Fatalf("err = %v, want a *consulhealth.FilteredError containing %q", err, tc.wantErr)
+				}
+				if got != nil {
+					t.Fatalf("got %v with the error, want no list", got)
 				}
 				return
 			}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +19,10 @@ import (
 
 // fakeConsul is the part of the Consul agent HTTP API the Registrar uses,
 // with the behaviour that matters: a re-registered service keeps its
-// existing check's status and output.
+// existing check's status and output; an update of a check's output alone
+// (same status) stays in the agent (Consul's check_update_interval), while
+// a status change or a registration sends the check's output to the
+// servers, whose view check() returns.
 type fakeConsul struct {
 	t     *testing.T
 	token string // required token, "" for none
@@ -29,20 +33,36 @@ type fakeConsul struct {
 	refuse   []string                 // service names whose registration is forbidden
 	ttl      map[string]time.Duration // TTL by check ID
 	alias    map[string]string        // aliased service by check ID
+	served   map[string]string        // check output the servers show, by check ID
 	writes   []string                 // "register <id>", "ttl <id> <status>", "deregister <id>"
 	history  []string                 // "<tags> <status>" of a service after every write
 	failNext int                      // fail that many writes with 500
+
+	// stall, when set, holds every TTL update of that check until the
+	// request is cancelled or stallRelease closes; stalled receives once
+	// per held request.
+	stall        atomic.Pointer[string]
+	stalled      chan string
+	stallRelease chan struct{}
 }
 
 func newFakeConsul(t *testing.T) (*fakeConsul, *httptest.Server) {
 	f := &fakeConsul{t: t, services: map[string]*api.AgentService{}, checks: map[string]*api.AgentCheck{},
-		ttl: map[string]time.Duration{}, alias: map[string]string{}}
+		ttl: map[string]time.Duration{}, alias: map[string]string{}, served: map[string]string{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, srv
 }
 
 func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id := f.stall.Load(); id != nil && r.URL.Path == "/v1/agent/check/update/"+*id {
+		f.stalled <- *id
+		select {
+		case <-r.Context().Done():
+			return
+		case <-f.stallRelease:
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.token != "" && r.Header.Get("X-Consul-Token") != f.token {
@@ -91,6 +111,11 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				f.ttl[c.CheckID] = d
 			}
 		}
+		for id, c := range f.checks {
+			if c.ServiceID == reg.ID {
+				f.served[id] = c.Output
+			}
+		}
 		f.writes = append(f.writes, "register "+reg.ID)
 		f.record(reg.ID)
 	case r.Method == http.MethodPut && strings.HasPrefix(path, "/v1/agent/check/update/"):
@@ -104,6 +129,9 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		if c.Status != u.Status {
+			f.served[id] = u.Output
 		}
 		c.Status, c.Output = u.Status, u.Output
 		f.writes = append(f.writes, "ttl "+c.ServiceID+" "+u.Status)
@@ -149,6 +177,7 @@ func (f *fakeConsul) statusLocked(id string) api.AgentCheck {
 			continue
 		}
 		cc := *c
+		cc.Output = f.served[c.CheckID]
 		if c.Type == "alias" {
 			// Like Consul: an alias takes the worst status of the service
 			// it aliases, critical when that service is gone.
@@ -239,41 +268,51 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		writes []string
 		output string // the check output in Consul afterwards
 	}{
-		{"first registration: status and output unknown, so both", func() error {
+		{"first registration: what Consul holds is unknown, so all, and the registration again to send the output", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
-		}, []string{"register " + id, "ttl " + id + " passing"}, "offset=1"},
+		}, []string{"register " + id, "ttl " + id + " passing", "register " + id}, "offset=1"},
 		{"unchanged", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
 		}, nil, "offset=1"},
 		{"output only waits for the refresh", func() error {
 			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=2"})
 		}, nil, "offset=1"},
-		{"refresh carries the output", func() error {
+		{"refresh carries new numbers, which Consul holds back", func() error {
 			r.refresh(ctx)
 			return nil
-		}, []string{"ttl " + id + " passing"}, "offset=2"},
+		}, []string{"ttl " + id + " passing"}, "offset=1"},
+		{"a new reason under the same status is sent at once", func() error {
+			if err := r.Update(ctx, replica, Health{api.HealthPassing, "slow: offset=2"}); err != nil {
+				return err
+			}
+			r.refresh(ctx)
+			return nil
+		}, []string{"ttl " + id + " passing", "register " + id}, "slow: offset=2"},
 		{"status change is one write", func() error {
 			return r.Update(ctx, replica, Health{api.HealthWarning, "link down"})
 		}, []string{"ttl " + id + " warning"}, "link down"},
-		{"role change is one write", func() error {
+		{"role change: status and reason first, then the tags", func() error {
 			return r.Update(ctx, master, Health{api.HealthPassing, "confirmed"})
-		}, []string{"register " + id}, ""},
-		{"its output follows from Run", func() error {
+		}, []string{"ttl " + id + " passing", "register " + id}, "confirmed"},
+		{"nothing left for Run", func() error {
 			r.retryDue(ctx)
 			return nil
-		}, []string{"ttl " + id + " passing"}, "confirmed"},
-		{"role change to critical is one write", func() error {
+		}, nil, "confirmed"},
+		{"role change to critical: status first, the master is critical before it loses its tags", func() error {
 			return r.Update(ctx, testService("unknown"), Health{api.HealthCritical, "claims master"})
-		}, []string{"register " + id}, ""},
+		}, []string{"ttl " + id + " critical", "register " + id}, "claims master"},
 		{"meta change with the same status is one write", func() error {
 			s := testService("unknown")
 			s.Meta["redis_version"] = "7.0.15"
 			return r.Update(ctx, s, Health{api.HealthCritical, "claims master"})
-		}, []string{"register " + id}, ""},
-		{"Run writes the output", func() error {
-			r.retryDue(ctx)
-			return nil
-		}, []string{"ttl " + id + " critical"}, "claims master"},
+		}, []string{"register " + id}, "claims master"},
+		{"a master demoted to a passing replica: tags first, so no passing master in between", func() error {
+			if err := r.Update(ctx, master, Health{api.HealthCritical, "unreachable"}); err != nil {
+				return err
+			}
+			f.take()
+			return r.Update(ctx, replica, Health{api.HealthPassing, "replica again"})
+		}, []string{"register " + id, "ttl " + id + " passing"}, "replica again"},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -287,14 +326,15 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 			t.Fatalf("%s: output %q, want %q", st.name, c.Output, st.output)
 		}
 	}
-	if c := f.check(id); c.Status != api.HealthCritical {
+	if c := f.check(id); c.Status != api.HealthPassing {
 		t.Fatalf("check = %s %q", c.Status, c.Output)
 	}
 }
 
 // TestRegistrarNeverAdvertisesTooEarly checks the order of the two writes of
 // a role change: no intermediate state shows the master tag as passing
-// unless the end state does.
+// unless the end state does (or the start state did: an output-only update
+// of the old state shows nowhere new).
 func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
 	f, srv := newFakeConsul(t)
 	r := newTestRegistrar(t, srv.URL, "")
@@ -320,8 +360,12 @@ func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
 		if len(history) == 0 || history[len(history)-1] != final {
 			t.Fatalf("state %d: history %q does not end in %q", i, history, final)
 		}
+		start := ""
+		if i > 0 {
+			start = strings.Join(states[i-1].svc.Tags, ",") + " " + states[i-1].h.Status
+		}
 		for _, h := range history[:len(history)-1] {
-			if strings.HasPrefix(h, "master,") && strings.HasSuffix(h, api.HealthPassing) {
+			if h != start && strings.HasPrefix(h, "master,") && strings.HasSuffix(h, api.HealthPassing) {
 				t.Fatalf("state %d: intermediate %q advertises a passing master (history %q)", i, h, history)
 			}
 		}
@@ -348,7 +392,7 @@ func TestRegistrarRepairsLostRegistrations(t *testing.T) {
 	// The Consul agent restarted without state: the resync notices.
 	wipe()
 	r.resync(ctx)
-	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl " + id + " passing"}) {
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"register " + id, "ttl " + id + " passing", "register " + id}) {
 		t.Fatalf("after resync: writes %q", writes)
 	}
 
@@ -492,6 +536,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	}
 	r := newReg()
 	ctx := context.Background()
+	r.ensureHeartbeat(ctx) // Run's first act
 	a := testService("master", "m-master")
 	b := testService("replica", "m-replica")
 	b.ID = "redis-10.0.0.2-6379"
@@ -501,7 +546,10 @@ func TestRegistrarHeartbeat(t *testing.T) {
 		}
 	}
 	writes, _ := f.take()
-	want := []string{"register " + hb.ID, "ttl " + hb.ID + " passing", "register " + a.ID, "ttl " + a.ID + " passing", "register " + b.ID, "ttl " + b.ID + " passing"}
+	var want []string
+	for _, id := range []string{hb.ID, a.ID, b.ID} {
+		want = append(want, "register "+id, "ttl "+id+" passing", "register "+id)
+	}
 	if !slices.Equal(writes, want) {
 		t.Fatalf("first writes %q, want %q", writes, want)
 	}
@@ -530,11 +578,11 @@ func TestRegistrarHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.refresh(ctx)
-	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing", "ttl " + hb.ID + " passing"}) {
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing", "register " + a.ID, "ttl " + hb.ID + " passing"}) {
 		t.Fatalf("refresh writes %q, want the new reason once, not the new offset", writes)
 	}
 	// A status check whose TTL would run out is refreshed, with its output.
-	r.entries[a.ID].refreshed = time.Now().Add(-time.Minute/3 + time.Second)
+	r.entries[a.ID].have.refreshed = time.Now().Add(-time.Minute/3 + time.Second)
 	r.refresh(ctx)
 	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing", "ttl " + a.ID + " passing"}) {
 		t.Fatalf("refresh writes %q, want the heartbeat and %s", writes, a.ID)
@@ -574,6 +622,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	// A token without service:write on the heartbeat: short TTLs, no alias.
 	f.refuse = []string{hb.Name}
 	r = newReg()
+	r.ensureHeartbeat(ctx)
 	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok"}); err != nil {
 		t.Fatal(err)
 	}
@@ -586,4 +635,73 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + a.ID + " passing"}) {
 		t.Fatalf("refresh without a heartbeat writes %q", writes)
 	}
+}
+
+// TestRegistrarFailoverDoesNotWaitForHeartbeat: a role change is written at
+// once while a heartbeat write hangs (a Consul agent that stopped answering
+// that one request, a write that will time out): the failover write must not
+// queue behind the heartbeat's writes.
+func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	c, err := NewConsulClient(ConsulOptions{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := Service{ID: "redis-consul-agent-host-8765", Name: "redis-consul-agent"}
+	r, err := NewRegistrar(RegistrarOptions{
+		Client: c, TTL: 3 * time.Second, Heartbeat: hb, WriteTimeout: 20 * time.Second,
+		Metrics: telemetry.Discard(), Journal: telemetry.NewJournal(100),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.ensureHeartbeat(ctx)
+	replica := testService("replica", "m-replica")
+	if err := r.Update(ctx, replica, Health{api.HealthPassing, "replica of 10.0.0.2:6379"}); err != nil {
+		t.Fatal(err)
+	}
+	if cs := f.checksOf(replica.ID); cs["alias"].alias != hb.ID {
+		t.Fatalf("checks %+v, want an alias of the heartbeat", cs)
+	}
+
+	f.stalled, f.stallRelease = make(chan string, 4), make(chan struct{})
+	defer close(f.stallRelease)
+	stall := checkID(hb.ID)
+	f.stall.Store(&stall)
+	refreshed := make(chan struct{})
+	go func() { r.refresh(ctx); close(refreshed) }()
+	select {
+	case <-f.stalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the heartbeat refresh never reached Consul")
+	}
+
+	start := time.Now()
+	uctx, ucancel := context.WithTimeout(ctx, 2*time.Second)
+	defer ucancel()
+	master := testService("master", "m-master")
+	err = r.Update(uctx, master, Health{api.HealthPassing, "master, confirmed by Sentinel"})
+	took := time.Since(start)
+	t.Logf("role change written in %s while the heartbeat write hangs", took)
+	if err != nil {
+		t.Fatalf("Update while the heartbeat write hangs: %v (after %s)", err, took)
+	}
+	if took > time.Second {
+		t.Fatalf("Update took %s behind a hanging heartbeat write", took)
+	}
+	f.mu.Lock()
+	tags := f.services[master.ID].Tags
+	got := *f.checks[stall[:len("service:")]+master.ID]
+	f.mu.Unlock()
+	if got.Status != api.HealthPassing || got.Output != "master, confirmed by Sentinel" {
+		t.Fatalf("check after the role change = %s %q", got.Status, got.Output)
+	}
+	if !slices.Equal(tags, master.Tags) {
+		t.Fatalf("tags %q, want %q", tags, master.Tags)
+	}
+	f.stall.Store(nil)
+	cancel()
+	<-refreshed
 }

@@ -271,7 +271,7 @@ func (e *discEnv) start(o discOptions) {
 	var err error
 	if e.sentinel, err = discovery.NewRegistrar(discovery.RegistrarOptions{
 		Client: client, TTL: 3 * time.Second, ResyncInterval: 500 * time.Millisecond,
-		Logger: logger.Named(telemetry.LogConsul), Journal: telemetry.NewJournal(50),
+		Logger: logger.Named(telemetry.LogConsul), Journal: telemetry.NewJournal(50), Metrics: telemetry.Discard(),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -538,7 +538,7 @@ func (e *discEnv) testACL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := discovery.NewRegistrar(discovery.RegistrarOptions{Client: client})
+		r, err := discovery.NewRegistrar(discovery.RegistrarOptions{Client: client, Metrics: telemetry.Discard()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -530,7 +530,7 @@ func TestConsulACLLeastPrivilege(t *testing.T) {
 	if err := ma.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	secWaitLog(ctx, t, ma, from, "sentinel discovery failed", `consul hid instances the ACL token may not read (it needs service:read on \"redis-sentinel\" and node:read)`)
+	secWaitLog(ctx, t, ma, from, "sentinel discovery failed", `consul hid instances of \"redis-sentinel\" the ACL token may not read (it needs service:read on \"redis-sentinel\" and node:read)`)
 
 	// The recommended token: Sentinels found through Consul only, and the
 	// whole cluster on the dashboard.

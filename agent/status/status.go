@@ -25,6 +25,8 @@ type Snapshot struct {
 	Masters []Master `json:"masters"`
 	// Proxies are the local twemproxy instances this agent manages.
 	Proxies []Proxy `json:"proxies"`
+	// Consul is how this agent's own registrations stand in Consul.
+	Consul *Consul `json:"consul,omitempty"`
 	// Events are this agent's recent events, oldest first.
 	Events []Event `json:"events"`
 	// Failovers are the failovers this agent learnt of, oldest first.
@@ -50,6 +52,20 @@ type Failover struct {
 	At          time.Time `json:"at"` // when the agent learnt of it
 	ConsulAt    time.Time `json:"consul_at,omitzero"`
 	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+}
+
+// Consul says whether Consul holds what this agent registers, and the last
+// error it answered: what an operator checks first when DNS looks wrong.
+type Consul struct {
+	Services   int `json:"services"`   // services this agent registers (Redis, Sentinels, pools)
+	Registered int `json:"registered"` // of which Consul holds the definition and status
+	// Unregistered are the IDs of the others: being retried with backoff.
+	Unregistered []string `json:"unregistered,omitempty"`
+	// LastError is the latest error of a Consul write, kept after the
+	// write recovered; LastErrorAt says when and LastErrorService for which.
+	LastError        string    `json:"last_error,omitempty"`
+	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	LastErrorService string    `json:"last_error_service,omitempty"`
 }
 
 // Instance is one local Redis as registered in Consul.
