@@ -20,6 +20,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -254,7 +255,7 @@ func (a *Agent) prime(c *config.Config) {
 func (a *Agent) apply(ctx context.Context, c *config.Config) {
 	desired := map[string]any{}
 	for _, r := range c.Redis {
-		desired[discovery.ServiceID(r.Service, r.Announce)] = r
+		desired[consulname.ServiceID(r.Service, r.Announce)] = r
 	}
 	a.report("redis", a.redis.sync(ctx, desired, func(id string, spec any) (component, error) {
 		return a.startRedis(id, spec.(config.Redis), c)
@@ -262,7 +263,7 @@ func (a *Agent) apply(ctx context.Context, c *config.Config) {
 
 	desired = map[string]any{}
 	for _, s := range c.Sentinels {
-		desired[discovery.ServiceID(s.Service, s.Announce)] = s
+		desired[consulname.ServiceID(s.Service, s.Announce)] = s
 	}
 	a.report("sentinel", a.sentinels.sync(ctx, desired, func(id string, spec any) (component, error) {
 		return a.startSentinel(id, spec.(config.LocalSentinel), c)
@@ -362,7 +363,7 @@ func heartbeatID(node, httpAddr string) string {
 	if _, port, err := net.SplitHostPort(httpAddr); err == nil {
 		addr = net.JoinHostPort(node, port)
 	}
-	return discovery.ServiceID(HeartbeatService, addr)
+	return consulname.ServiceID(HeartbeatService, addr)
 }
 
 // HeartbeatService is the Consul service name of the agents themselves.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	retry "github.com/seed42ef8afe/redis-consul-agent/internal/backoff"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -74,7 +75,7 @@ func (m *Monitor) askRole(ctx context.Context, node string, deadline time.Time, 
 		qctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 		role, err := readRole(qctx, c)
 		cancel()
-		if err == nil && role.Role == RoleMaster {
+		if err == nil && role.Role == consulname.RoleMaster {
 			return nil
 		}
 		if err == nil {

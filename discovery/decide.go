@@ -16,7 +16,7 @@ type LocalState struct {
 	Err       string // why it is unreachable
 	Loading   bool   // loading its dataset: it answers nothing useful
 
-	Role       string // consulname.RoleMaster, RoleReplica, or what ROLE said (e.g. "sentinel")
+	Role       string // consulname.RoleMaster, consulname.RoleReplica, or what ROLE said (e.g. "sentinel")
 	MasterAddr string // replica: the master it follows (host:port)
 	LinkUp     bool   // replica: master_link_status is up
 	LinkDown   time.Duration
@@ -34,7 +34,7 @@ type LocalState struct {
 
 // Decision is the role and check of one Redis in Consul.
 type Decision struct {
-	Role       string // consulname.RoleMaster, RoleReplica or RoleUnknown (no role tag)
+	Role       string // consulname.RoleMaster, consulname.RoleReplica or consulname.RoleUnknown (no role tag)
 	Status     string // api.HealthPassing, api.HealthWarning or api.HealthCritical
 	Why        string // check output
 	MasterAddr string // replica: the master it follows, for Meta

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 func TestDecide(t *testing.T) {
@@ -23,10 +24,10 @@ func TestDecide(t *testing.T) {
 	stale := func(addr string) Master {
 		return Master{Name: "m", Addr: addr, Source: SourceStale, Agree: 1, Reporting: 1, Total: 3}
 	}
-	master := LocalState{Reachable: true, Role: RoleMaster, Replicas: 2, Offset: 100}
+	master := LocalState{Reachable: true, Role: consulname.RoleMaster, Replicas: 2, Offset: 100}
 	holder := master // holds the master tag in Consul
-	holder.LastRole = RoleMaster
-	replica := LocalState{Reachable: true, Role: RoleReplica, MasterAddr: other, LinkUp: true, Offset: 90}
+	holder.LastRole = consulname.RoleMaster
+	replica := LocalState{Reachable: true, Role: consulname.RoleReplica, MasterAddr: other, LinkUp: true, Offset: 90}
 	linkDown := replica
 	linkDown.LinkUp, linkDown.LinkDown = false, 3*time.Second
 
@@ -39,32 +40,32 @@ func TestDecide(t *testing.T) {
 		wantStatus string
 		wantWhy    string
 	}{
-		{"master confirmed by majority", master, majority(self), nil, RoleMaster, api.HealthPassing, "confirmed by Sentinel"},
-		{"master confirmed by switch-master", master, switched(self), nil, RoleMaster, api.HealthPassing, "switch-master"},
-		{"master confirmed through the connect address", master, majority("127.0.0.1:6379"), []string{"127.0.0.1:6379"}, RoleMaster, api.HealthPassing, "confirmed"},
-		{"master confirmed, address written differently", master, majority("10.0.0.1:06379"), nil, RoleMaster, api.HealthPassing, "confirmed"},
-		{"old master came back", master, majority(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names " + other},
-		{"old master while switch-master names another", master, switched(other), nil, RoleUnknown, api.HealthCritical, "claims master but Sentinel names"},
-		{"master, stale truth names another", master, stale(other), nil, RoleUnknown, api.HealthCritical, "stale"},
-		{"holder, stale truth names self", holder, stale(self), nil, RoleMaster, api.HealthWarning, "keeping the master tag it holds"},
-		{"holder, truth never learnt", holder, Master{}, nil, RoleMaster, api.HealthWarning, "Sentinel truth unknown"},
-		{"holder, stale truth names another", holder, stale(other), nil, RoleUnknown, api.HealthCritical, "stale"},
+		{"master confirmed by majority", master, majority(self), nil, consulname.RoleMaster, api.HealthPassing, "confirmed by Sentinel"},
+		{"master confirmed by switch-master", master, switched(self), nil, consulname.RoleMaster, api.HealthPassing, "switch-master"},
+		{"master confirmed through the connect address", master, majority("127.0.0.1:6379"), []string{"127.0.0.1:6379"}, consulname.RoleMaster, api.HealthPassing, "confirmed"},
+		{"master confirmed, address written differently", master, majority("10.0.0.1:06379"), nil, consulname.RoleMaster, api.HealthPassing, "confirmed"},
+		{"old master came back", master, majority(other), nil, consulname.RoleUnknown, api.HealthCritical, "claims master but Sentinel names " + other},
+		{"old master while switch-master names another", master, switched(other), nil, consulname.RoleUnknown, api.HealthCritical, "claims master but Sentinel names"},
+		{"master, stale truth names another", master, stale(other), nil, consulname.RoleUnknown, api.HealthCritical, "stale"},
+		{"holder, stale truth names self", holder, stale(self), nil, consulname.RoleMaster, api.HealthWarning, "keeping the master tag it holds"},
+		{"holder, truth never learnt", holder, Master{}, nil, consulname.RoleMaster, api.HealthWarning, "Sentinel truth unknown"},
+		{"holder, stale truth names another", holder, stale(other), nil, consulname.RoleUnknown, api.HealthCritical, "stale"},
 		// A node that does not hold the tag never gains it on an unknown
 		// truth: the old master restarted beside its restarting agent.
-		{"master at start, truth never learnt", master, Master{}, nil, RoleUnknown, api.HealthWarning, "not advertised as master until Sentinel confirms it"},
-		{"master at start, stale truth names self", master, stale(self), nil, RoleUnknown, api.HealthWarning, "no Sentinel truth names it"},
-		{"replica promoted, holds the replica tag, truth unknown", LocalState{Reachable: true, Role: RoleMaster, LastRole: RoleReplica}, Master{}, nil, RoleUnknown, api.HealthWarning, "not advertised as master"},
-		{"replica healthy", replica, majority(other), nil, RoleReplica, api.HealthPassing, "replica of " + other + ", link up"},
-		{"replica link down", linkDown, majority(other), nil, RoleReplica, api.HealthWarning, "master_link_status down for 3s"},
-		{"replica follows a node the truth does not name", replica, majority("10.0.0.3:6379"), nil, RoleReplica, api.HealthWarning, "Sentinel names 10.0.0.3:6379"},
-		{"replica, truth unknown", replica, stale(other), nil, RoleReplica, api.HealthWarning, "Sentinel truth unknown"},
-		{"replica named by the truth (failover in progress)", replica, majority(self), nil, RoleReplica, api.HealthWarning, "Sentinel names " + self},
-		{"unreachable keeps the last role", LocalState{Err: "connection refused", LastRole: RoleReplica}, majority(other), nil, RoleReplica, api.HealthCritical, "unreachable: connection refused"},
-		{"unreachable master still named by the truth", LocalState{Err: "i/o timeout", LastRole: RoleMaster}, majority(self), nil, RoleMaster, api.HealthCritical, "unreachable"},
-		{"unreachable master after the truth moved", LocalState{Err: "refused", LastRole: RoleMaster}, switched(other), nil, RoleUnknown, api.HealthCritical, "unreachable"},
-		{"unreachable before the first read", LocalState{Err: "refused"}, majority(other), nil, RoleUnknown, api.HealthCritical, "unreachable"},
-		{"loading", LocalState{Reachable: true, Loading: true, Role: RoleMaster, LastRole: RoleReplica}, majority(other), nil, RoleReplica, api.HealthCritical, "loading"},
-		{"not a data node", LocalState{Reachable: true, Role: "sentinel"}, majority(other), nil, RoleUnknown, api.HealthCritical, `ROLE says "sentinel"`},
+		{"master at start, truth never learnt", master, Master{}, nil, consulname.RoleUnknown, api.HealthWarning, "not advertised as master until Sentinel confirms it"},
+		{"master at start, stale truth names self", master, stale(self), nil, consulname.RoleUnknown, api.HealthWarning, "no Sentinel truth names it"},
+		{"replica promoted, holds the replica tag, truth unknown", LocalState{Reachable: true, Role: consulname.RoleMaster, LastRole: consulname.RoleReplica}, Master{}, nil, consulname.RoleUnknown, api.HealthWarning, "not advertised as master"},
+		{"replica healthy", replica, majority(other), nil, consulname.RoleReplica, api.HealthPassing, "replica of " + other + ", link up"},
+		{"replica link down", linkDown, majority(other), nil, consulname.RoleReplica, api.HealthWarning, "master_link_status down for 3s"},
+		{"replica follows a node the truth does not name", replica, majority("10.0.0.3:6379"), nil, consulname.RoleReplica, api.HealthWarning, "Sentinel names 10.0.0.3:6379"},
+		{"replica, truth unknown", replica, stale(other), nil, consulname.RoleReplica, api.HealthWarning, "Sentinel truth unknown"},
+		{"replica named by the truth (failover in progress)", replica, majority(self), nil, consulname.RoleReplica, api.HealthWarning, "Sentinel names " + self},
+		{"unreachable keeps the last role", LocalState{Err: "connection refused", LastRole: consulname.RoleReplica}, majority(other), nil, consulname.RoleReplica, api.HealthCritical, "unreachable: connection refused"},
+		{"unreachable master still named by the truth", LocalState{Err: "i/o timeout", LastRole: consulname.RoleMaster}, majority(self), nil, consulname.RoleMaster, api.HealthCritical, "unreachable"},
+		{"unreachable master after the truth moved", LocalState{Err: "refused", LastRole: consulname.RoleMaster}, switched(other), nil, consulname.RoleUnknown, api.HealthCritical, "unreachable"},
+		{"unreachable before the first read", LocalState{Err: "refused"}, majority(other), nil, consulname.RoleUnknown, api.HealthCritical, "unreachable"},
+		{"loading", LocalState{Reachable: true, Loading: true, Role: consulname.RoleMaster, LastRole: consulname.RoleReplica}, majority(other), nil, consulname.RoleReplica, api.HealthCritical, "loading"},
+		{"not a data node", LocalState{Reachable: true, Role: "sentinel"}, majority(other), nil, consulname.RoleUnknown, api.HealthCritical, `ROLE says "sentinel"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,7 +77,7 @@ func TestDecide(t *testing.T) {
 			if d.Role != tt.wantRole || d.Status != tt.wantStatus || !strings.Contains(d.Why, tt.wantWhy) {
 				t.Fatalf("Decide = %s/%s %q, want %s/%s containing %q", d.Role, d.Status, d.Why, tt.wantRole, tt.wantStatus, tt.wantWhy)
 			}
-			if d.Role == RoleReplica && d.MasterAddr != tt.local.MasterAddr && tt.local.Reachable {
+			if d.Role == consulname.RoleReplica && d.MasterAddr != tt.local.MasterAddr && tt.local.Reachable {
 				t.Fatalf("replica MasterAddr = %q, want %q", d.MasterAddr, tt.local.MasterAddr)
 			}
 		})
@@ -89,9 +90,9 @@ func TestDecide(t *testing.T) {
 func TestDecideNeverTwoMasters(t *testing.T) {
 	nodes := []string{"10.0.0.1:6379", "10.0.0.2:6379"}
 	locals := []LocalState{
-		{Reachable: true, Role: RoleMaster},
-		{Reachable: true, Role: RoleReplica, LinkUp: true, MasterAddr: nodes[0]},
-		{Err: "down", LastRole: RoleMaster},
+		{Reachable: true, Role: consulname.RoleMaster},
+		{Reachable: true, Role: consulname.RoleReplica, LinkUp: true, MasterAddr: nodes[0]},
+		{Err: "down", LastRole: consulname.RoleMaster},
 	}
 	for _, src := range []string{SourceMajority, SourceSwitchMaster, SourceStale} {
 		for _, truthAddr := range nodes {
@@ -101,7 +102,7 @@ func TestDecideNeverTwoMasters(t *testing.T) {
 					masters := 0
 					for i, l := range []LocalState{l0, l1} {
 						d := Decide(l, truth, Names{Self: []string{nodes[i]}})
-						if d.Role == RoleMaster && d.Status != api.HealthCritical {
+						if d.Role == consulname.RoleMaster && d.Status != api.HealthCritical {
 							masters++
 						}
 					}
@@ -114,39 +115,8 @@ func TestDecideNeverTwoMasters(t *testing.T) {
 	}
 }
 
-func TestNames(t *testing.T) {
-	ids := map[[2]string]string{
-		{"redis", "10.0.0.5:6379"}:          "redis-10.0.0.5-6379",
-		{"redis-sentinel", "127.0.0.1:1"}:   "redis-sentinel-127.0.0.1-1",
-		{"redis", "[fe80::1]:6379"}:         "redis-fe80--1-6379",
-		{"redis", "cache-1.example:6379"}:   "redis-cache-1.example-6379",
-		{"redis", "host_with space:6379"}:   "redis-host_with-space-6379",
-		{"redis", "no-port"}:                "redis-no-port",
-		{"cache/x", "10.0.0.5:6379"}:        "cache-x-10.0.0.5-6379",
-		{"redis", "[::ffff:10.0.0.5]:6379"}: "redis---ffff-10.0.0.5-6379",
-	}
-	for in, want := range ids {
-		if got := ServiceID(in[0], in[1]); got != want {
-			t.Errorf("ServiceID(%q, %q) = %q, want %q", in[0], in[1], got, want)
-		}
-	}
-	labels := map[string]string{
-		"mymaster":              "mymaster",
-		"My_Master.01":          "my-master-01",
-		"--shard a--":           "shard-a",
-		"___":                   "x",
-		"éclair":                "clair",
-		strings.Repeat("a", 70): strings.Repeat("a", 55),
-	}
-	for in, want := range labels {
-		if got := DNSLabel(in); got != want {
-			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestGuardStale(t *testing.T) {
-	warnMaster := Decision{Role: RoleMaster, Status: api.HealthWarning, Why: "master; Sentinel truth unknown"}
+	warnMaster := Decision{Role: consulname.RoleMaster, Status: api.HealthWarning, Why: "master; Sentinel truth unknown"}
 	cases := []struct {
 		name        string
 		d           Decision
@@ -155,11 +125,11 @@ func TestGuardStale(t *testing.T) {
 		wantRole    string
 		wantStatus  string
 	}{
-		{"within grace keeps the role", warnMaster, 2 * time.Second, 5 * time.Second, RoleMaster, api.HealthWarning},
-		{"past grace withdraws the tag", warnMaster, 6 * time.Second, 5 * time.Second, RoleUnknown, api.HealthCritical},
-		{"negative grace keeps it for ever", warnMaster, time.Hour, -1, RoleMaster, api.HealthWarning},
-		{"a confirmed master is untouched", Decision{Role: RoleMaster, Status: api.HealthPassing}, time.Hour, time.Second, RoleMaster, api.HealthPassing},
-		{"a replica is untouched", Decision{Role: RoleReplica, Status: api.HealthWarning}, time.Hour, time.Second, RoleReplica, api.HealthWarning},
+		{"within grace keeps the role", warnMaster, 2 * time.Second, 5 * time.Second, consulname.RoleMaster, api.HealthWarning},
+		{"past grace withdraws the tag", warnMaster, 6 * time.Second, 5 * time.Second, consulname.RoleUnknown, api.HealthCritical},
+		{"negative grace keeps it for ever", warnMaster, time.Hour, -1, consulname.RoleMaster, api.HealthWarning},
+		{"a confirmed master is untouched", Decision{Role: consulname.RoleMaster, Status: api.HealthPassing}, time.Hour, time.Second, consulname.RoleMaster, api.HealthPassing},
+		{"a replica is untouched", Decision{Role: consulname.RoleReplica, Status: api.HealthWarning}, time.Hour, time.Second, consulname.RoleReplica, api.HealthWarning},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,10 +147,10 @@ func TestGuardStale(t *testing.T) {
 func TestDecideNeverGainsOnUnknownTruth(t *testing.T) {
 	nodes := []string{"10.0.0.1:6379", "10.0.0.2:6379"}
 	for _, truth := range []Master{{}, {Name: "m", Addr: nodes[0], Source: SourceStale, Total: 3}, {Name: "m", Addr: nodes[1], Source: SourceStale, Total: 3}} {
-		for _, last := range []string{"", RoleReplica, RoleUnknown} {
+		for _, last := range []string{"", consulname.RoleReplica, consulname.RoleUnknown} {
 			for i, n := range nodes {
-				l := LocalState{Reachable: true, Role: RoleMaster, LastRole: last}
-				if d := Decide(l, truth, Names{Self: []string{n}}); d.Role == RoleMaster {
+				l := LocalState{Reachable: true, Role: consulname.RoleMaster, LastRole: last}
+				if d := Decide(l, truth, Names{Self: []string{n}}); d.Role == consulname.RoleMaster {
 					t.Fatalf("node %d (last role %q) gained the master tag on truth %+v: %s", i, last, truth, d.Why)
 				}
 			}
@@ -227,14 +197,14 @@ func TestNamesSame(t *testing.T) {
 	// The whole decision with Sentinel reporting hostnames and the config
 	// giving IPs: the master is confirmed, and a replica follows it.
 	m := Master{Name: "m", Addr: "rca-r1.test:6379", Source: SourceMajority, Agree: 3, Reporting: 3, Total: 3}
-	if d := Decide(LocalState{Reachable: true, Role: RoleMaster}, m, n); d.Role != RoleMaster || d.Status != api.HealthPassing {
+	if d := Decide(LocalState{Reachable: true, Role: consulname.RoleMaster}, m, n); d.Role != consulname.RoleMaster || d.Status != api.HealthPassing {
 		t.Errorf("master by hostname: %s/%s %s", d.Role, d.Status, d.Why)
 	}
 	r := Names{Self: []string{"127.0.77.12:6379"}, Resolved: n.Resolved}
-	if d := Decide(LocalState{Reachable: true, Role: RoleReplica, LinkUp: true, MasterAddr: "127.0.77.11:6379"}, m, r); d.Status != api.HealthPassing {
+	if d := Decide(LocalState{Reachable: true, Role: consulname.RoleReplica, LinkUp: true, MasterAddr: "127.0.77.11:6379"}, m, r); d.Status != api.HealthPassing {
 		t.Errorf("replica of the master by IP, truth by hostname: %s/%s %s", d.Role, d.Status, d.Why)
 	}
-	if d := Decide(LocalState{Reachable: true, Role: RoleMaster}, m, r); d.Role != RoleUnknown || d.Status != api.HealthCritical {
+	if d := Decide(LocalState{Reachable: true, Role: consulname.RoleMaster}, m, r); d.Role != consulname.RoleUnknown || d.Status != api.HealthCritical {
 		t.Errorf("old master, truth names another node by hostname: %s/%s %s", d.Role, d.Status, d.Why)
 	}
 }

@@ -367,7 +367,7 @@ func (i *Instance) publish(ctx context.Context, d Decision, local LocalState, tr
 		i.log.Info("role", "role", d.Role, "status", d.Status, "why", d.Why, "trigger", why)
 	}
 	if d.Role == consulname.RoleMaster && prevRole != consulname.RoleMaster {
-		if took, ok := i.opts.Journal.Applied("consul", i.opts.MasterName, truth.Addr, now); ok {
+		if took, ok := i.opts.Journal.AppliedConsul(i.opts.MasterName, truth.Addr, now); ok {
 			i.opts.Metrics.Reaction.WithLabelValues("consul").Observe(took.Seconds())
 			i.log.Info("failover applied in consul", "master_name", i.opts.MasterName, "took", took)
 		}

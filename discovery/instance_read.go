@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 // read asks Redis for ROLE and INFO in one round trip.
@@ -60,7 +61,7 @@ func (i *Instance) read(ctx context.Context) LocalState {
 	if info, err := persCmd.Result(); err == nil && infoField(info, "loading") == "1" {
 		st.Loading = true
 	}
-	if info, err := replCmd.Result(); err == nil && st.Role == RoleReplica {
+	if info, err := replCmd.Result(); err == nil && st.Role == consulname.RoleReplica {
 		st.LinkUp = infoField(info, "master_link_status") == "up"
 		if s, err := strconv.Atoi(infoField(info, "master_link_down_since_seconds")); err == nil && s >= 0 && !st.LinkUp {
 			st.LinkDown = time.Duration(s) * time.Second

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -125,7 +126,7 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	})
 	svc, _ := reg.state()
 	wantMeta := map[string]string{"role": "master", "master_name": "shard_a", "redis_version": "7.0.15"}
-	if svc.ID != ServiceID("redis", node.addr) || svc.Name != "redis" || fmt.Sprint(svc.Meta) != fmt.Sprint(wantMeta) {
+	if svc.ID != consulname.ServiceID("redis", node.addr) || svc.Name != "redis" || fmt.Sprint(svc.Meta) != fmt.Sprint(wantMeta) {
 		t.Fatalf("service %+v", svc)
 	}
 
@@ -165,7 +166,7 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	t.Logf("truth change → registry update in %s", fs[0].ConsulAt.Sub(at))
 
 	st := inst.Status()
-	if st.Role != RoleMaster || st.Status != api.HealthPassing || st.LocalRole != RoleMaster || st.Version != "7.0.15" {
+	if st.Role != consulname.RoleMaster || st.Status != api.HealthPassing || st.LocalRole != consulname.RoleMaster || st.Version != "7.0.15" {
 		t.Fatalf("status %+v", st)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 // Parsing of Redis and Sentinel replies (SENTINEL MASTERS, ROLE) shared by
@@ -101,7 +102,7 @@ func parseRole(v []any) (roleInfo, error) {
 	var r roleInfo
 	switch kind {
 	case "master":
-		r.Role = RoleMaster
+		r.Role = consulname.RoleMaster
 		if len(v) >= 2 {
 			r.Offset, _ = v[1].(int64)
 		}
@@ -111,7 +112,7 @@ func parseRole(v []any) (roleInfo, error) {
 			}
 		}
 	case "slave", "replica":
-		r.Role = RoleReplica
+		r.Role = consulname.RoleReplica
 		if len(v) < 5 {
 			return roleInfo{}, fmt.Errorf("ROLE: short replica reply %v", v)
 		}

@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -72,10 +74,10 @@ func NewSentinelInstance(o SentinelInstanceOptions) (*SentinelInstance, error) {
 	if o.Announce == "" {
 		o.Announce = o.Address
 	}
-	if _, _, err := splitPort(o.Address); err != nil {
+	if _, _, err := addr.Split(o.Address); err != nil {
 		return nil, fmt.Errorf("sentinel instance: %w", err)
 	}
-	host, port, err := splitPort(o.Announce)
+	host, port, err := addr.Split(o.Announce)
 	if err != nil {
 		return nil, fmt.Errorf("sentinel instance %s: announce: %w", o.Address, err)
 	}
@@ -94,7 +96,7 @@ func NewSentinelInstance(o SentinelInstanceOptions) (*SentinelInstance, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	id := ServiceID(o.Service, o.Announce)
+	id := consulname.ServiceID(o.Service, o.Announce)
 	return &SentinelInstance{
 		opts: o, log: o.Logger, id: id, host: host, port: port,
 		status: SentinelInstanceStatus{Address: o.Address, Announce: o.Announce, ServiceID: id},
@@ -175,7 +177,7 @@ func decideSentinel(masters map[string]masterInfo, err error, lastTags []string)
 	tagSet := map[string]bool{}
 	var down, ok []string
 	for _, n := range names {
-		tagSet[DNSLabel(n)] = true
+		tagSet[consulname.DNSLabel(n)] = true
 		mi := masters[n]
 		var bad []string
 		for _, f := range mi.Flags {

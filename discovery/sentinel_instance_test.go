@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 func TestDecideSentinel(t *testing.T) {
@@ -41,11 +42,11 @@ func TestDecideSentinel(t *testing.T) {
 
 func TestParseRole(t *testing.T) {
 	m, err := parseRole([]any{"master", int64(42), []any{[]any{"10.0.0.2", "6379", "40"}}})
-	if err != nil || m.Role != RoleMaster || m.Offset != 42 || m.Replicas != 1 {
+	if err != nil || m.Role != consulname.RoleMaster || m.Offset != 42 || m.Replicas != 1 {
 		t.Fatalf("master: %+v, %v", m, err)
 	}
 	r, err := parseRole([]any{"slave", "10.0.0.1", int64(6379), "connected", int64(41)})
-	if err != nil || r.Role != RoleReplica || r.MasterAddr != "10.0.0.1:6379" || r.LinkState != "connected" || r.Offset != 41 {
+	if err != nil || r.Role != consulname.RoleReplica || r.MasterAddr != "10.0.0.1:6379" || r.LinkState != "connected" || r.Offset != 41 {
 		t.Fatalf("replica: %+v, %v", r, err)
 	}
 	if _, err := parseRole([]any{"slave", "10.0.0.1"}); err == nil {

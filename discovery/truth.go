@@ -6,6 +6,13 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
+// Sources of the Sentinel truth, reported in Master.Source.
+const (
+	SourceMajority     = "majority"      // a strict majority of the known Sentinels agree
+	SourceSwitchMaster = "switch-master" // a confirmed +switch-master the majority has not caught up with yet
+	SourceStale        = "stale"         // no majority and no fresh event: the last known address
+)
+
 // Master is the Sentinel truth for one master name: the address the agent
 // acts on, and why it believes it (the rule is truthState.eval's).
 type Master struct {

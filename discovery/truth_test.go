@@ -3,6 +3,8 @@ package discovery
 import (
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 func TestTruthRule(t *testing.T) {
@@ -162,10 +164,10 @@ func TestTruthRule(t *testing.T) {
 				if got.Known() != (st.wantSrc != SourceStale) {
 					t.Fatalf("step %d: Known() = %v for source %s", i, got.Known(), got.Source)
 				}
-				if last.Addr != "" && !sameAddr(last.Addr, got.Addr) && !got.Since.Equal(now) {
+				if last.Addr != "" && !addr.Same(last.Addr, got.Addr) && !got.Since.Equal(now) {
 					t.Fatalf("step %d: address changed but Since = %v, want %v", i, got.Since, now)
 				}
-				if sameAddr(last.Addr, got.Addr) && !got.Since.Equal(last.Since) {
+				if addr.Same(last.Addr, got.Addr) && !got.Since.Equal(last.Since) {
 					t.Fatalf("step %d: address unchanged but Since moved from %v to %v", i, last.Since, got.Since)
 				}
 				last = got

@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 )
 
 // Verdict is the judgement on one shard (one Sentinel master name) as
@@ -81,7 +82,7 @@ func AnswersAsMaster(tags []string, checkStatus string) bool {
 		return false
 	}
 	for _, t := range tags {
-		if t == RoleMaster {
+		if t == consulname.RoleMaster {
 			return true
 		}
 	}

@@ -352,7 +352,7 @@ func (r *Runner) reportSuccess(res runResult, retries int, wrongFor time.Duratio
 			worst = max(worst, d)
 			r.o.Metrics.Reaction.WithLabelValues("twemproxy").Observe(d.Seconds())
 		}
-		r.o.Journal.Applied("twemproxy", c.Name, m.Addr, rr.last)
+		r.o.Journal.AppliedTwemproxy(c.Name, m.Addr, rr.last)
 	}
 	detail := fmt.Sprintf("restart %s, blackout %s", rr.duration.Round(10*time.Microsecond), rr.blackout.Round(10*time.Microsecond))
 	if len(res.changes) > 0 {

@@ -2,9 +2,7 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -372,18 +370,4 @@ func (cp *campaign) nutcrackerPID() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no supervised nutcracker running")
-}
-
-// agentStatus fetches an agent's /v1/status into v.
-func agentStatus(ctx context.Context, a *sandbox.Agent, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL("/v1/status"), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
 }

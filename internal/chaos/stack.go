@@ -248,16 +248,6 @@ func (st *stack) startProxyHost(_ context.Context) error {
 // allHosts is every host, the proxy host last.
 func (st *stack) allHosts() []*host { return append(append([]*host(nil), st.hosts...), st.proxy) }
 
-// shard returns the shard named name.
-func (st *stack) shard(name string) *sandbox.Shard {
-	for _, sh := range st.shards {
-		if sh.Name == name {
-			return sh
-		}
-	}
-	return nil
-}
-
 // nodeByIP finds the Redis listening on ip.
 func (st *stack) nodeByIP(ip string) *sandbox.Redis {
 	for _, sh := range st.shards {

@@ -2,6 +2,7 @@ package consulname
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,36 @@ func TestRoleTags(t *testing.T) {
 	}
 	if got := RoleTags(RoleUnknown, "a"); got != nil {
 		t.Errorf("unknown role has tags %v", got)
+	}
+}
+
+func TestServiceIDAndDNSLabel(t *testing.T) {
+	ids := map[[2]string]string{
+		{"redis", "10.0.0.5:6379"}:          "redis-10.0.0.5-6379",
+		{"redis-sentinel", "127.0.0.1:1"}:   "redis-sentinel-127.0.0.1-1",
+		{"redis", "[fe80::1]:6379"}:         "redis-fe80--1-6379",
+		{"redis", "cache-1.example:6379"}:   "redis-cache-1.example-6379",
+		{"redis", "host_with space:6379"}:   "redis-host_with-space-6379",
+		{"redis", "no-port"}:                "redis-no-port",
+		{"cache/x", "10.0.0.5:6379"}:        "cache-x-10.0.0.5-6379",
+		{"redis", "[::ffff:10.0.0.5]:6379"}: "redis---ffff-10.0.0.5-6379",
+	}
+	for in, want := range ids {
+		if got := ServiceID(in[0], in[1]); got != want {
+			t.Errorf("ServiceID(%q, %q) = %q, want %q", in[0], in[1], got, want)
+		}
+	}
+	labels := map[string]string{
+		"mymaster":              "mymaster",
+		"My_Master.01":          "my-master-01",
+		"--shard a--":           "shard-a",
+		"___":                   "x",
+		"éclair":                "clair",
+		strings.Repeat("a", 70): strings.Repeat("a", 55),
+	}
+	for in, want := range labels {
+		if got := DNSLabel(in); got != want {
+			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -196,21 +196,6 @@ func (j *Journal) AppliedTwemproxy(master, addr string, t time.Time) (time.Durat
 	return j.AppliedBy(TargetTwemproxy, master, addr, t)
 }
 
-// Applied is AppliedBy with the target spelt "consul" or "twemproxy".
-//
-// Deprecated: use AppliedConsul, AppliedTwemproxy or AppliedBy, which a
-// misspelt target cannot reach. Kept while callers move over.
-func (j *Journal) Applied(target, master, addr string, t time.Time) (time.Duration, bool) {
-	var tg Target
-	switch target {
-	case "consul":
-		tg = TargetConsul
-	case "twemproxy":
-		tg = TargetTwemproxy
-	}
-	return j.AppliedBy(tg, master, addr, t)
-}
-
 // Failovers returns a copy of the recorded failovers, oldest first.
 func (j *Journal) Failovers() []Failover {
 	if j == nil {

@@ -22,12 +22,8 @@ func TestJournalAppliedByTarget(t *testing.T) {
 	if _, ok := j.AppliedBy(Target(99), "s1", "10.0.0.2:6379", at); ok {
 		t.Error("an unknown Target must not count")
 	}
-	// The deprecated string form still works for the callers not yet moved.
-	if d, ok := j.Applied("twemproxy", "s1", "10.0.0.2:6379", at.Add(9*time.Millisecond)); !ok || d != 9*time.Millisecond {
-		t.Errorf("Applied(twemproxy) = %v, %v", d, ok)
-	}
-	if _, ok := j.Applied("twemproxi", "s1", "10.0.0.2:6379", at); ok {
-		t.Error("a misspelt target must not count")
+	if d, ok := j.AppliedTwemproxy("s1", "10.0.0.2:6379", at.Add(9*time.Millisecond)); !ok || d != 9*time.Millisecond {
+		t.Errorf("AppliedTwemproxy = %v, %v", d, ok)
 	}
 	f := j.Failovers()[0]
 	if f.ConsulAt != at.Add(3*time.Millisecond) || f.TwemproxyAt != at.Add(9*time.Millisecond) {
