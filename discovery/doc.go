@@ -3,7 +3,7 @@
 // It has three parts that the agent wires together:
 //
 //   - Monitor holds the Sentinel truth: which address is the master of every
-//     name that the known Sentinels monitor (DESIGN §6). It subscribes to the
+//     name that the known Sentinels monitor (docs/ARCHITECTURE.md, "Role logic"). It subscribes to the
 //     failover channels of every Sentinel, polls them on a short tick and
 //     notifies subscribers the moment the truth changes.
 //   - Registrar owns everything this agent registers in the local Consul

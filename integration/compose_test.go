@@ -323,7 +323,7 @@ func (s *composeStack) redisServices(ctx context.Context) (map[string]*api.Servi
 	return out, nil
 }
 
-// redisID is the Consul service ID of a Redis at the address (DESIGN §5).
+// redisID is the Consul service ID of a Redis at the address (internal/consulname).
 func redisID(addr string) string {
 	h, p, _ := net.SplitHostPort(addr)
 	return "redis-" + h + "-" + p
@@ -467,7 +467,7 @@ func (s *composeStack) checkSteady(ctx context.Context, t *testing.T) {
 			return s.shardConsistent(ctx, shard, addr)
 		})
 	}
-	waitFor(ctx, t, 30*time.Second, "DNS names of DESIGN §5", func(ctx context.Context) (bool, string) {
+	waitFor(ctx, t, 30*time.Second, "the DNS names of README's Consul names", func(ctx context.Context) (bool, string) {
 		want := map[string][]string{
 			"master.redis.service.consul":          {s.ip("redis-a1"), s.ip("redis-b1")},
 			"replica.redis.service.consul":         {s.ip("redis-a2"), s.ip("redis-a3"), s.ip("redis-b2"), s.ip("redis-b3")},
@@ -591,7 +591,7 @@ func (s *composeStack) checkStopMaster(ctx context.Context, t *testing.T, shard 
 // another. While cut off, its agent cannot refresh its TTL, so Consul drops it
 // before the new master is elected; when it comes back it still claims
 // master until Sentinel turns it into a replica, and the agent must never tag
-// it master then (DESIGN §6).
+// it master then (the role logic of docs/ARCHITECTURE.md).
 func (s *composeStack) checkPartition(ctx context.Context, t *testing.T, shard string) {
 	old, views := s.sentinelTruth(ctx, shard)
 	if old == "" {

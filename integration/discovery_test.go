@@ -44,7 +44,7 @@ node_prefix "" { policy = "read" }
 // client agent as in production, plus the registration of the three
 // Sentinels, against a real Consul server with ACLs on (default deny, a
 // least-privilege token) and a real Sentinel-watched shard, and walks
-// through the failure cases of DESIGN §9 one after the other.
+// through the failure cases of the fault table (docs/ARCHITECTURE.md) one after the other.
 func TestDiscoveryFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real Consul, Redis and Sentinel")

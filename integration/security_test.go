@@ -25,7 +25,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
-// The security claims of DESIGN §10, each proved against the real binaries:
+// The security claims of README's Security section, each proved against the real binaries:
 // Redis and Sentinel AUTH (requirepass and ACL users) with the secrets in
 // password files, a least-privilege Consul ACL token from a file or the
 // environment against a Consul whose ACLs deny by default, and Consul over
@@ -250,7 +250,7 @@ func secWaitLog(ctx context.Context, t *testing.T, a *sandbox.Agent, from int64,
 	return text
 }
 
-// secRedisID and secSentinelID are the service IDs of DESIGN §5.
+// secRedisID and secSentinelID are the service IDs of internal/consulname.
 func secRedisID(r *sandbox.Redis) string {
 	return "redis-" + r.IP() + "-" + strconv.Itoa(r.Port())
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
-// TestTopology builds the §2 topology for real and checks the harness gives
+// TestTopology builds the product's topology (README) for real and checks the harness gives
 // every process its own host: Sentinel must see replicas and peers at their
 // own addresses, twemproxy must proxy to the shard, and a killed master must
 // be replaced by Sentinel.

@@ -1,5 +1,5 @@
-// Package config loads and checks the agent's YAML configuration (DESIGN.md
-// §4). Values come from defaults, then the file, then the environment, then
+// Package config loads and checks the agent's YAML configuration (docs/CONFIG.md).
+// Values come from defaults, then the file, then the environment, then
 // flags; unknown keys are errors, and Validate reports every problem at once
 // so an operator fixes a file in one pass.
 package config

@@ -31,7 +31,7 @@ import (
 //     does, with a plain kill-and-start script: no wait for the old process,
 //     no validation, no probe, no rollback.
 //
-// DESIGN.md §11 measured it at about 20 ms here; the benchmark measures it
+// The brief measured it at about 20 ms here; the benchmark measures it
 // the same way as the agent, in the same run.
 
 // baseline is one running old-style agent.

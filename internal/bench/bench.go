@@ -1,5 +1,5 @@
 // Package bench measures redis-consul-agent against the performance targets
-// of DESIGN.md §11, with the real components (Consul, Redis, Sentinel,
+// of docs/BENCHMARKS.md, with the real components (Consul, Redis, Sentinel,
 // nutcracker and the agent binary) started through the integration harness
 // on loopback. It reports medians and spread over repeated runs; it never
 // fails on a slow machine. The `bench` command and TestBenchShort drive it.
@@ -145,7 +145,7 @@ type Row struct {
 	What   string `json:"what"`
 	Target string `json:"target"`
 	Summary
-	// Verdict is "meets" or "misses" where §11 sets a target.
+	// Verdict is "meets" or "misses" where the brief sets a target.
 	Verdict string `json:"verdict,omitempty"`
 }
 
@@ -419,7 +419,7 @@ func runReaction(ctx context.Context, e *env, rep *Report) error {
 		rep.Rows = append(rep.Rows,
 			plain("1b", "  same, agent, restart mode command", "", cmd.land.summary()),
 			plain("1b", "  same, BASELINE old Node agent, from the first +switch-master", "", base.land.summary()),
-			plain("1b", "  same, BASELINE, from the +switch-master of its one Sentinel", "≈ 20 ms in §11", baseOwn),
+			plain("1b", "  same, BASELINE, from the +switch-master of its one Sentinel", "≈ 20 ms in the brief", baseOwn),
 			plain("1b", "  how late its one Sentinel published, after the first", "", base.ownLag.summary()),
 		)
 		agentP50 := sup.land.summary().P50
@@ -590,7 +590,7 @@ func plain(fig, what, target string, s Summary) Row {
 	return Row{Figure: fig, What: what, Target: target, Summary: s}
 }
 
-// judged is a row whose target §11 sets; a row without samples gets no
+// judged is a row whose target the brief sets; a row without samples gets no
 // verdict.
 func judged(fig, what, target string, s Summary, ok func(Summary) bool) Row {
 	r := plain(fig, what, target, s)

@@ -25,7 +25,7 @@ import (
 //     them and resumed once every switch is published: it then reads every
 //     +switch-master from its subscriptions at once, as it would if 200
 //     masters switched within the same millisecond. This is the "200 masters
-//     switch within 100 ms" of DESIGN.md §11; its clock starts at the resume.
+//     switch within 100 ms" of docs/BENCHMARKS.md; its clock starts at the resume.
 type stormStack struct {
 	e         *env
 	sentinels []*sandbox.Sentinel
