@@ -1,0 +1,153 @@
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+)
+
+// Frontend is one HAProxy frontend registered in Consul: what clients
+// connect to. Its check covers the managed servers of Backends (all of them
+// when empty).
+type Frontend struct {
+	Name string
+	// Address is the host:port registered; empty registers no address or
+	// port (the service still carries the check).
+	Address  string
+	Backends []string
+}
+
+// frontendHealth is the check of one frontend: critical while the runtime
+// API does not answer or HAProxy lacks a managed server, warning while a
+// server does not match the truth (or the truth is stale), passing when
+// every server it covers matches.
+func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI string) Health {
+	if apiErr != nil {
+		return Health{Status: HealthCritical, Output: fmt.Sprintf("HAProxy runtime API %s does not answer, so its servers cannot be checked or moved: %v", runtimeAPI, apiErr)}
+	}
+	var missing, wrong, ok []string
+	for _, v := range verdicts {
+		if len(f.Backends) > 0 && !slices.Contains(f.Backends, v.Server.Backend) {
+			continue
+		}
+		switch {
+		case v.Missing:
+			missing = append(missing, v.Problem)
+		case !v.Matches:
+			wrong = append(wrong, v.Problem)
+		default:
+			ok = append(ok, v.Server.Name()+" at "+v.Addr)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return Health{Status: HealthCritical, Output: fmt.Sprintf("frontend %s: %s (fix the haproxy servers of the agent's config)", f.Name, strings.Join(missing, "; "))}
+	case len(wrong) > 0:
+		return Health{Status: HealthWarning, Output: fmt.Sprintf("frontend %s: %s", f.Name, strings.Join(wrong, "; "))}
+	}
+	return Health{Status: HealthPassing, Output: fmt.Sprintf("frontend %s: %d servers follow Sentinel: %s", f.Name, len(ok), strings.Join(ok, ", "))}
+}
+
+// service is the Consul definition of a frontend; its ID holds the entry's
+// name and the frontend's, so two HAProxy entries of a node never share one.
+func (d *Driver) service(f Frontend) Service {
+	pool := d.o.Name
+	if f.Name != d.o.Name {
+		pool += "-" + f.Name
+	}
+	svc := Service{
+		ID:   consulname.PoolID(consulname.HAProxy, d.o.Node, pool),
+		Name: d.o.Service,
+		Tags: []string{f.Name},
+		Meta: map[string]string{consulname.MetaProxy: d.o.Name, consulname.MetaPool: f.Name},
+	}
+	if host, port, err := addr.Split(f.Address); err == nil {
+		svc.Address, svc.Port = host, port
+		if host == "0.0.0.0" || host == "::" {
+			svc.Address = ""
+		}
+	}
+	return svc
+}
+
+// registration is one frontend as the reporter should write it.
+type registration struct {
+	svc Service
+	h   Health
+}
+
+// reporter writes the frontends' registrations to Consul in its own
+// goroutine, so that a slow Consul never delays a move in HAProxy. It takes
+// the latest set from a mailbox (older sets are replaced, not queued) and
+// deregisters everything it registered when ctx ends.
+type reporter struct {
+	reg     Registry
+	log     hclog.Logger
+	metrics *Metrics
+	mailbox chan map[string]registration
+	done    chan struct{}
+}
+
+func newReporter(reg Registry, log hclog.Logger, m *Metrics) *reporter {
+	return &reporter{reg: reg, log: log, metrics: m, mailbox: make(chan map[string]registration, 1), done: make(chan struct{})}
+}
+
+// post replaces what waits in the mailbox with want.
+func (r *reporter) post(want map[string]registration) {
+	for {
+		select {
+		case r.mailbox <- want:
+			return
+		default:
+		}
+		select {
+		case <-r.mailbox:
+		default:
+		}
+	}
+}
+
+func (r *reporter) run(ctx context.Context) {
+	defer close(r.done)
+	registered := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			for id := range registered {
+				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if err := r.reg.Remove(rctx, id); err != nil {
+					r.log.Warn("deregister frontend", "service_id", id, "error", err)
+				}
+				cancel()
+				r.metrics.deleteCheck(id)
+			}
+			return
+		case want := <-r.mailbox:
+			for id, g := range want {
+				r.metrics.setCheck(id, g.h.Status)
+				if err := r.reg.Update(ctx, g.svc, g.h); err != nil {
+					r.log.Warn("register frontend", "service_id", id, "error", err)
+				}
+				registered[id] = true
+			}
+			for id := range registered {
+				if _, ok := want[id]; ok {
+					continue
+				}
+				if err := r.reg.Remove(ctx, id); err != nil {
+					r.log.Warn("deregister frontend", "service_id", id, "error", err)
+					continue
+				}
+				delete(registered, id)
+				r.metrics.deleteCheck(id)
+			}
+		}
+	}
+}
