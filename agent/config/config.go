@@ -27,6 +27,7 @@ type Config struct {
 	Redis     []Redis         `yaml:"redis"`
 	Sentinels []LocalSentinel `yaml:"sentinels"`
 	Twemproxy []Twemproxy     `yaml:"twemproxy"`
+	HAProxy   []HAProxy       `yaml:"haproxy"`
 	HTTP      HTTP            `yaml:"http"`
 	Log       Log             `yaml:"log"`
 	Timing    Timing          `yaml:"timing"`
@@ -348,6 +349,7 @@ var sections = map[string]string{
 	"Config": "the top level", "Consul": "consul", "Sentinel": "sentinel", "TLS": "a tls section",
 	"Redis": "a redis entry", "LocalSentinel": "a sentinels entry", "Twemproxy": "a twemproxy entry",
 	"Restart": "twemproxy restart", "Wait": "twemproxy wait", "HTTP": "http", "Log": "log", "Timing": "timing",
+	"HAProxy": "a haproxy entry", "HAProxyServer": "a haproxy server", "HAProxyFrontend": "a haproxy frontend",
 }
 
 // friendlyYAMLError turns yaml.v3's Go-centric unknown-field message into

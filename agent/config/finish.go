@@ -66,7 +66,7 @@ func (c *Config) Finish() Problems {
 	}
 	secret("sentinel.redis_auth.password_file", ra.PasswordFile, &ra.Password)
 	checkTLS("sentinel.redis_auth.tls", ra.TLS, bad)
-	needSentinel := len(c.Redis) > 0 || len(c.Twemproxy) > 0
+	needSentinel := len(c.Redis) > 0 || len(c.Twemproxy) > 0 || len(c.HAProxy) > 0
 	if needSentinel && len(c.Sentinel.Addresses) == 0 && c.Sentinel.ConsulService == "" {
 		bad("sentinel", "no addresses and no consul_service: the agent needs Sentinels to follow masters")
 	}
@@ -184,6 +184,8 @@ func (c *Config) Finish() Problems {
 		}
 	}
 
+	c.finishHAProxy(bad)
+
 	if c.HTTP.Address != "" {
 		if err := checkHostPort(c.HTTP.Address); err != nil {
 			bad("http.address", "%q: %v", c.HTTP.Address, err)
@@ -212,8 +214,8 @@ func (c *Config) Finish() Problems {
 	if c.Timing.TruthWait < 0 {
 		bad("timing.truth_wait", "%s: must be 0 (do not wait) or positive", c.Timing.TruthWait.D())
 	}
-	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy) == 0 {
-		bad("redis/sentinels/twemproxy", "nothing to do: list at least one local instance")
+	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy)+len(c.HAProxy) == 0 {
+		bad("redis/sentinels/twemproxy/haproxy", "nothing to do: list at least one local instance")
 	}
 	sortProblems(p)
 	return p
