@@ -22,6 +22,7 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
+	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 )
 
 // Options configure an Agent.
@@ -58,6 +59,9 @@ type Agent struct {
 	// peerCache holds the other agents' latest failover reports, for the
 	// merged timeline of /v1/cluster (see peers.go).
 	peerCache peerCache
+	haproxies group
+	// haproxyMetrics are the HAProxy drivers', declared by that package.
+	haproxyMetrics *haproxy.Metrics
 }
 
 // New checks what can be checked before anything starts: the Consul client
@@ -82,6 +86,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.metrics.SetBuild(buildinfo.Version, buildinfo.CommitOrVCS())
 	reg.MustRegister(stateCollector{a}) // reads a.monitor and a.proxies at scrape time
+	a.haproxyMetrics = haproxy.NewMetrics(reg)
 	c := o.Config
 	a.prime(c)
 	client, err := discovery.NewConsulClient(discovery.ConsulOptions{
@@ -177,6 +182,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 			a.redis.stop()
 			a.sentinels.stop()
 			a.proxies.stop()
+			a.haproxies.stop()
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := a.registrar.DeregisterAll(dctx); err != nil {
 				a.log.Error("deregister on stop", "error", err)
@@ -276,6 +282,7 @@ func (a *Agent) apply(ctx context.Context, c *config.Config) {
 	a.report("twemproxy", a.proxies.sync(ctx, desired, func(name string, spec any) (component, error) {
 		return a.startProxy(name, spec.(config.Twemproxy), c)
 	}))
+	a.applyHAProxy(ctx, c)
 }
 
 func (a *Agent) report(kind string, errs []error) {

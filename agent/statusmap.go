@@ -36,6 +36,7 @@ func (a *Agent) Snapshot() status.Snapshot {
 		s.Proxies = append(s.Proxies, statusProxy(v.(*twemproxy.Runner).Status()))
 	}
 	s.Consul = consulStatus(a.registrar.Status())
+	s.HAProxy = a.haproxyStatus()
 	return s
 }
 

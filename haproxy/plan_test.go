@@ -81,3 +81,15 @@ func TestPlanTouchesOnlyWhatDiffers(t *testing.T) {
 		t.Fatalf("verdicts %+v", verdicts)
 	}
 }
+
+func TestUnknownNames(t *testing.T) {
+	state := []ServerState{{Backend: "redis-rw", Server: "mymaster"}, {Backend: "redis-ro", Server: "r1"}}
+	got := UnknownNames([]Server{
+		{Backend: "redis-rw", Server: "mymaster"}, {Backend: "redis-rww", Server: "mymaster"}, {Backend: "redis-ro", Server: "r2"},
+	}, state)
+	if len(got) != 2 ||
+		got[1] != `HAProxy has no backend "redis-rww" with servers (it has: redis-ro, redis-rw)` ||
+		got[2] != `HAProxy's backend "redis-ro" has no server "r2" (it has: r1)` {
+		t.Fatalf("got %v", got)
+	}
+}

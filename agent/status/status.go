@@ -31,6 +31,8 @@ type Snapshot struct {
 	Events []Event `json:"events"`
 	// Failovers are the failovers this agent learnt of, oldest first.
 	Failovers []Failover `json:"failovers"`
+	// HAProxy are the local HAProxy instances this agent drives.
+	HAProxy []HAProxyStatus `json:"haproxy"`
 }
 
 // Event is one line of the agent's journal.

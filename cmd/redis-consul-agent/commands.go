@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/seed42ef8afe/redis-consul-agent/agent"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/urfave/cli/v2"
 )
@@ -46,8 +47,17 @@ func validateCommand() *cli.Command {
 		Usage: "check a configuration file and print every problem",
 		Flags: configFlags(),
 		Action: func(c *cli.Context) error {
-			if _, err := loadConfig(c); err != nil {
+			cfg, err := loadConfig(c)
+			if err != nil {
 				return err
+			}
+			// Only a running HAProxy knows its backend and server names.
+			probs, notes := agent.CheckHAProxy(c.Context, cfg)
+			for _, n := range notes {
+				fmt.Fprintln(c.App.Writer, n)
+			}
+			if len(probs) > 0 {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", c.String("config"), probs)}
 			}
 			fmt.Fprintf(c.App.Writer, "%s: configuration is valid\n", c.String("config"))
 			return nil
