@@ -1,0 +1,563 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
+
+	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
+)
+
+// The helpers of this file start with "hx" so that they cannot clash with
+// the other integration tests of the package.
+
+// hxReconcile is the agent's slow tick in these tests.
+const hxReconcile = time.Second
+
+// hxDriverOff, when set in the environment, starts the agent without its
+// haproxy section: the kill-master step must then fail, which shows that
+// it tests the driver and not HAProxy's own checks.
+const hxDriverOff = "RCA_TEST_HAPROXY_DRIVER_OFF"
+
+// TestHAProxy drives a real HAProxy 2.6 in front of a real Sentinel-watched
+// shard through a real agent process and a real Consul: a kill -9 of the
+// master and its return as a master, a planned failover with a writer, a
+// HAProxy restarted with its original config, and `validate` on a wrong
+// backend name. Beside the driven backend the same HAProxy runs the classic
+// role:master tcp-check backend over every node, written to in the same way,
+// for comparison.
+func TestHAProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Consul, Redis, Sentinel, HAProxy and the agent")
+	}
+	e := hxSetup(t)
+	steps := []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"validate-wrong-backend", e.testValidate},
+		{"kill-master-and-old-master-returns", e.testKillMaster},
+		{"planned-failover", e.testPlannedFailover},
+		{"haproxy-restarted-with-original-config", e.testRestart},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.f) {
+			break
+		}
+	}
+	t.Logf("figures:\n  %s", strings.Join(e.figures, "\n  "))
+}
+
+type hxEnv struct {
+	ctx     context.Context
+	c       *sandbox.Cluster
+	consul  *api.Client
+	shard   *sandbox.Shard
+	hap     *sandbox.HAProxy
+	agent   *sandbox.Agent
+	cfg     map[string]any
+	figures []string
+}
+
+// hxServiceID is the Consul ID of the driven frontend.
+const hxServiceID = "haproxy-hx-1-edge-redis-rw"
+
+func hxSetup(t *testing.T) *hxEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	t.Cleanup(cancel)
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := consul.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref []sandbox.HAProxyServer
+	for _, r := range shard.Nodes() {
+		ref = append(ref, sandbox.HAProxyServer{Name: r.Name(), Addr: r.Addr()})
+	}
+	hap, err := c.StartHAProxy(sandbox.HAProxyOptions{Backends: []sandbox.HAProxyBackend{
+		// The operator's backend: one server, named after the shard, with
+		// a plain liveness check; the agent moves it.
+		{Name: "redis-rw", Servers: []sandbox.HAProxyServer{{Name: "mymaster", Addr: shard.Master.Addr()}}, Check: true, Inter: 100 * time.Millisecond},
+		// The classic recipe, tuned: role:master, inter 100ms fall 1 rise 1.
+		{Name: "redis-ref", Servers: ref, RoleCheck: true, Inter: 100 * time.Millisecond},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sentinels []string
+	for _, s := range shard.Sentinels {
+		sentinels = append(sentinels, s.Addr())
+	}
+	cfg := map[string]any{
+		"node_name": "hx-1",
+		"consul":    map[string]any{"address": consul.HTTPAddr(), "ttl": "2s"},
+		"sentinel":  map[string]any{"addresses": sentinels},
+		"haproxy": []any{map[string]any{
+			"name": "edge", "runtime_api": hap.Socket, "reconcile": hxReconcile.String(),
+			"servers":   []any{map[string]any{"backend": "redis-rw", "server": "mymaster", "master_name": shard.Name}},
+			"frontends": []any{map[string]any{"name": "redis-rw", "address": hap.Frontends["redis-rw"], "backends": []any{"redis-rw"}}},
+		}},
+		"timing": map[string]any{"tick": "250ms", "consul_resync": "500ms"},
+		"log":    map[string]any{"level": "debug"},
+	}
+	run := cfg
+	if os.Getenv(hxDriverOff) != "" {
+		t.Logf("%s is set: the agent runs without its haproxy section", hxDriverOff)
+		run = map[string]any{}
+		for k, v := range cfg {
+			run[k] = v
+		}
+		delete(run, "haproxy")
+		run["sentinels"] = []any{map[string]any{"address": sentinels[0]}}
+	}
+	agent, err := c.StartAgent("", "agent-hx", c.NewIP(), run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &hxEnv{ctx: ctx, c: c, consul: client, shard: shard, hap: hap, agent: agent, cfg: cfg}
+	if os.Getenv(hxDriverOff) == "" {
+		e.waitPassing(t, "at start")
+	}
+	return e
+}
+
+// waitPassing waits until the frontend's check passes in Consul.
+func (e *hxEnv) waitPassing(t *testing.T, when string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	if err := sandbox.Poll(ctx, "frontend check passing "+when, func(context.Context) error {
+		if s := healthOf(t, e.consul, "haproxy", hxServiceID); s != api.HealthPassing {
+			return errors.New(s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitServerAt waits until HAProxy holds redis-rw/mymaster at want.
+func (e *hxEnv) waitServerAt(ctx context.Context, want string) error {
+	return sandbox.Poll(ctx, "redis-rw/mymaster at "+want, func(ctx context.Context) error {
+		a, err := e.hap.ServerAddr(ctx, "redis-rw", "mymaster")
+		if err != nil {
+			return err
+		}
+		if !addr.Same(a, want) {
+			return fmt.Errorf("at %s", a)
+		}
+		return nil
+	})
+}
+
+// testValidate: `validate` names a wrong backend while HAProxy runs, and
+// says that it could not check the names when the runtime API is absent.
+func (e *hxEnv) testValidate(t *testing.T) {
+	bin, err := harness.AgentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, backend, socket string) string {
+		cfg := map[string]any{}
+		for k, v := range e.cfg {
+			cfg[k] = v
+		}
+		cfg["haproxy"] = []any{map[string]any{
+			"name": "edge", "runtime_api": socket,
+			"servers": []any{map[string]any{"backend": backend, "server": "mymaster", "master_name": "mymaster"}},
+		}}
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	validate := func(path string) (string, int) {
+		cmd := exec.CommandContext(e.ctx, bin, "validate", "--config", path)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	out, code := validate(write("wrong.yml", "redis-rww", e.hap.Socket))
+	t.Logf("validate, wrong backend (exit %d):\n%s", code, out)
+	if code != 2 || !strings.Contains(out, `haproxy[0].servers[0]: redis-rww/mymaster: HAProxy has no backend "redis-rww"`) ||
+		!strings.Contains(out, "it has: redis-ref, redis-rw") {
+		t.Errorf("validate did not name the wrong backend with exit 2")
+	}
+	out, code = validate(write("right.yml", "redis-rw", e.hap.Socket))
+	if code != 0 || !strings.Contains(out, "has every configured backend and server") {
+		t.Errorf("validate of the right config: exit %d:\n%s", code, out)
+	}
+	out, code = validate(write("absent.yml", "redis-rww", filepath.Join(t.TempDir(), "no.sock")))
+	t.Logf("validate, no HAProxy (exit %d):\n%s", code, out)
+	if code != 0 || !strings.Contains(out, "backend and server names NOT checked") {
+		t.Errorf("validate without HAProxy: exit %d, want 0 and a note that the names are unchecked", code)
+	}
+}
+
+// testKillMaster: kill -9 of the master; writes through HAProxy land on the
+// new master; the old master returns as a master (no replicaof) and not one
+// write acknowledged through the driven frontend is missing on the final
+// master once Sentinel has turned it into a replica.
+func (e *hxEnv) testKillMaster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	old := e.shard.Master
+	driven := hxStartWriter("driven", e.hap.Frontends["redis-rw"])
+	ref := hxStartWriter("ref", e.hap.Frontends["redis-ref"])
+	defer driven.stop()
+	defer ref.stop()
+	if err := driven.waitAcked(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.waitAcked(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	newAddr, err := e.shard.WaitFailover(ctx, old.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Now()
+	// Writes through HAProxy land on the new master.
+	if err := e.waitServerAt(ctx, newAddr); err != nil {
+		t.Fatal(err)
+	}
+	first, err := driven.firstAckAfter(ctx, killed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hxExists(ctx, t, newAddr, first.key) {
+		t.Fatalf("the first write acknowledged through HAProxy after the kill (%s) is not on the new master %s", first.key, newAddr)
+	}
+	refFirst, err := ref.firstAckAfter(ctx, killed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.figures = append(e.figures,
+		fmt.Sprintf("kill -9 -> Sentinel majority names the new master: %s", promoted.Sub(killed).Round(time.Millisecond)),
+		fmt.Sprintf("kill -9 -> first write acknowledged on the new master: agent-driven %s, role-check reference %s",
+			first.at.Sub(killed).Round(time.Millisecond), refFirst.at.Sub(killed).Round(time.Millisecond)))
+
+	// The old master returns as a master, with an empty dataset and no
+	// replicaof; Sentinel turns it into a replica after a few seconds.
+	if err := old.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	returned := time.Now()
+	if err := hxWaitReplicaOf(ctx, old, newAddr); err != nil {
+		t.Fatal(err)
+	}
+	converted := time.Now()
+	// Keep writing a moment after the conversion, then count.
+	if err := driven.waitAcked(ctx, driven.count()+50); err != nil {
+		t.Fatal(err)
+	}
+	driven.stop()
+	ref.stop()
+	final, err := e.shard.CurrentMaster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostDriven := hxMissing(ctx, t, final, driven.keys())
+	lostRef := hxMissing(ctx, t, final, ref.keys())
+	e.figures = append(e.figures,
+		fmt.Sprintf("old master back as master for %s before Sentinel converted it", converted.Sub(returned).Round(time.Millisecond)),
+		fmt.Sprintf("acknowledged writes missing on the final master %s: agent-driven %d of %d, role-check reference %d of %d",
+			final, lostDriven, len(driven.keys()), lostRef, len(ref.keys())))
+	if lostDriven != 0 {
+		t.Errorf("%d writes acknowledged through the agent-driven HAProxy backend are missing on the final master %s", lostDriven, final)
+	}
+	if a, err := e.hap.ServerAddr(ctx, "redis-rw", "mymaster"); err != nil || !addr.Same(a, final) {
+		t.Errorf("redis-rw/mymaster is at %s (%v), want the final master %s", a, err, final)
+	}
+	e.waitPassing(t, "after the failover")
+}
+
+// testPlannedFailover: SENTINEL FAILOVER with a writer through HAProxy.
+// Until the agent pauses writes on the outgoing master, some acknowledged
+// writes may be lost: the count is reported, the final state asserted.
+func (e *hxEnv) testPlannedFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	old, err := e.shard.CurrentMaster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every replica linked first, or Sentinel may pick one still syncing
+	// and abort the failover.
+	for _, n := range e.shard.Nodes() {
+		if !addr.Same(n.Addr(), old) {
+			if err := hxWaitReplicaOf(ctx, n, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	driven := hxStartWriter("planned", e.hap.Frontends["redis-rw"])
+	defer driven.stop()
+	if err := driven.waitAcked(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	newAddr, err := hxFailover(ctx, t, e.shard, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.waitServerAt(ctx, newAddr); err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Now()
+	if n := e.shard.Node(old); n != nil {
+		if err := hxWaitReplicaOf(ctx, n, newAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := driven.waitAcked(ctx, driven.count()+50); err != nil {
+		t.Fatal(err)
+	}
+	driven.stop()
+	lost := hxMissing(ctx, t, newAddr, driven.keys())
+	e.figures = append(e.figures,
+		fmt.Sprintf("SENTINEL FAILOVER -> HAProxy server moved: %s", moved.Sub(started).Round(time.Millisecond)),
+		fmt.Sprintf("SENTINEL FAILOVER: acknowledged writes missing on the new master: %d of %d (no planned-failover pause yet)",
+			lost, len(driven.keys())))
+	e.waitPassing(t, "after the planned failover")
+}
+
+// testRestart: HAProxy restarted with its original config points the
+// server at the first master again (a replica now); the agent puts it right
+// within one reconcile interval.
+func (e *hxEnv) testRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	cur, err := e.shard.CurrentMaster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr.Same(cur, e.shard.Master.Addr()) {
+		t.Fatalf("the master is the configured address %s again; the restart would show nothing", cur)
+	}
+	if err := e.hap.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	if a, err := e.hap.ServerAddr(ctx, "redis-rw", "mymaster"); err == nil && addr.Same(a, cur) {
+		t.Logf("the agent was faster than the first look (%s)", a)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, hxReconcile+2*time.Second)
+	defer wcancel()
+	if err := e.waitServerAt(wctx, cur); err != nil {
+		t.Fatalf("not reconciled within the reconcile interval %s (+2s): %v", hxReconcile, err)
+	}
+	took := time.Since(up)
+	e.figures = append(e.figures, fmt.Sprintf("HAProxy restarted with its original config -> server back on the master: %s (reconcile %s)",
+		took.Round(time.Millisecond), hxReconcile))
+	if took > hxReconcile+500*time.Millisecond {
+		t.Errorf("reconciled after %s, more than one reconcile interval %s (+500ms)", took, hxReconcile)
+	}
+	e.waitPassing(t, "after the HAProxy restart")
+}
+
+// hxFailover asks a Sentinel for SENTINEL FAILOVER until one succeeds:
+// Sentinel gives up a failover whose promotion exceeds failover-timeout and
+// does not retry a requested one. It returns the new master.
+func hxFailover(ctx context.Context, t *testing.T, shard *sandbox.Shard, old string) (string, error) {
+	sc := shard.Sentinels[0].Client()
+	defer sc.Close()
+	var err error
+	for attempt := 1; attempt <= 4; attempt++ {
+		if err = sandbox.Poll(ctx, "SENTINEL FAILOVER accepted", func(ctx context.Context) error {
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return sc.Failover(qctx, shard.Name).Err()
+		}); err != nil {
+			return "", err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		var newAddr string
+		newAddr, err = shard.WaitFailover(wctx, old)
+		cancel()
+		if err == nil {
+			return newAddr, nil
+		}
+		t.Logf("SENTINEL FAILOVER attempt %d did not complete: %v", attempt, err)
+	}
+	return "", err
+}
+
+// hxWriter loops unique SETs through one address and records the
+// acknowledged keys.
+type hxWriter struct {
+	name   string
+	client *redis.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+
+	mu    sync.Mutex
+	acked []hxAck
+}
+
+type hxAck struct {
+	key string
+	at  time.Time
+}
+
+func hxStartWriter(name, address string) *hxWriter {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &hxWriter{
+		name: name, cancel: cancel, done: make(chan struct{}),
+		client: redis.NewClient(&redis.Options{
+			// A client that reconnects every 20ms or so, as pools and
+			// short-lived clients do: a new connection is where HAProxy
+			// picks a server, so that is where a wrong one shows.
+			Addr: address, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1, ConnMaxLifetime: 20 * time.Millisecond,
+			DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
+		}),
+	}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			key := fmt.Sprintf("hx:%s:%d", name, i)
+			if err := w.client.Set(ctx, key, i, 0).Err(); err == nil {
+				w.mu.Lock()
+				w.acked = append(w.acked, hxAck{key: key, at: time.Now()})
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+func (w *hxWriter) stop() {
+	w.once.Do(func() {
+		w.cancel()
+		<-w.done
+		w.client.Close()
+	})
+}
+
+func (w *hxWriter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+func (w *hxWriter) keys() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, len(w.acked))
+	for i, a := range w.acked {
+		out[i] = a.key
+	}
+	return out
+}
+
+func (w *hxWriter) waitAcked(ctx context.Context, n int) error {
+	return sandbox.Poll(ctx, fmt.Sprintf("%d writes acknowledged through %s", n, w.name), func(context.Context) error {
+		if c := w.count(); c < n {
+			return fmt.Errorf("%d acknowledged", c)
+		}
+		return nil
+	})
+}
+
+func (w *hxWriter) firstAckAfter(ctx context.Context, t time.Time) (hxAck, error) {
+	var first hxAck
+	err := sandbox.Poll(ctx, "a write acknowledged through "+w.name+" after "+t.Format("15:04:05.000"), func(context.Context) error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, a := range w.acked {
+			if a.at.After(t) {
+				first = a
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+	return first, err
+}
+
+func hxExists(ctx context.Context, t *testing.T, address, key string) bool {
+	t.Helper()
+	c := sandbox.NewClient(address, "")
+	defer c.Close()
+	n, err := c.Exists(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("EXISTS on %s: %v", address, err)
+	}
+	return n == 1
+}
+
+// hxMissing counts the keys that are not on the Redis at address.
+func hxMissing(ctx context.Context, t *testing.T, address string, keys []string) int {
+	t.Helper()
+	c := sandbox.NewClient(address, "")
+	defer c.Close()
+	missing := 0
+	for i := 0; i < len(keys); i += 500 {
+		batch := keys[i:min(i+500, len(keys))]
+		n, err := c.Exists(ctx, batch...).Result()
+		if err != nil {
+			t.Fatalf("EXISTS on %s: %v", address, err)
+		}
+		missing += len(batch) - int(n)
+	}
+	return missing
+}
+
+// hxWaitReplicaOf waits until r is a linked replica of master.
+func hxWaitReplicaOf(ctx context.Context, r *sandbox.Redis, master string) error {
+	return sandbox.Poll(ctx, r.Name()+" a linked replica of "+master, func(ctx context.Context) error {
+		info, err := r.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		at := info["master_host"] + ":" + info["master_port"]
+		if info["role"] != "slave" || !addr.Same(at, master) || info["master_link_status"] != "up" {
+			return fmt.Errorf("role %s of %s, link %s", info["role"], at, info["master_link_status"])
+		}
+		return nil
+	})
+}
