@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,8 +52,8 @@ func TestHAProxy(t *testing.T) {
 	}{
 		{"validate-wrong-backend", e.testValidate},
 		{"kill-master-and-old-master-returns", e.testKillMaster},
-		{"planned-failover", e.testPlannedFailover},
 		{"haproxy-restarted-with-original-config", e.testRestart},
+		{"planned-failover", e.testPlannedFailover},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, s.f) {
@@ -332,8 +334,7 @@ func (e *hxEnv) testPlannedFailover(t *testing.T) {
 	if err := driven.waitAcked(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
-	started := time.Now()
-	newAddr, err := hxFailover(ctx, t, e.shard, old)
+	newAddr, started, err := hxFailover(ctx, t, e.shard, old)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,8 +360,9 @@ func (e *hxEnv) testPlannedFailover(t *testing.T) {
 }
 
 // testRestart: HAProxy restarted with its original config points the
-// server at the first master again (a replica now); the agent puts it right
-// within one reconcile interval.
+// server at the first master again (a replica since the kill-master step);
+// the agent puts it right within one reconcile interval and cuts the
+// sessions a client opened to the replica meanwhile.
 func (e *hxEnv) testRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
 	defer cancel()
@@ -375,8 +377,17 @@ func (e *hxEnv) testRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := time.Now()
-	if a, err := e.hap.ServerAddr(ctx, "redis-rw", "mymaster"); err == nil && addr.Same(a, cur) {
-		t.Logf("the agent was faster than the first look (%s)", a)
+	// A client that connects now reaches the old address, a replica, and
+	// keeps its connection: once the agent moved the server it must cut
+	// it (shutdown sessions), or the client keeps getting READONLY.
+	held, err := net.DialTimeout("tcp", e.hap.Frontends["redis-rw"], time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	onReplica := hxSet(held) == "-READONLY"
+	if !onReplica {
+		t.Logf("the agent moved the server before the first client connected; the session cut is not shown this run")
 	}
 	wctx, wcancel := context.WithTimeout(ctx, hxReconcile+2*time.Second)
 	defer wcancel()
@@ -384,6 +395,16 @@ func (e *hxEnv) testRestart(t *testing.T) {
 		t.Fatalf("not reconciled within the reconcile interval %s (+2s): %v", hxReconcile, err)
 	}
 	took := time.Since(up)
+	if onReplica {
+		if err := sandbox.Poll(ctx, "the session to the replica cut", func(context.Context) error {
+			if r := hxSet(held); strings.HasPrefix(r, "-") || r == "+OK" {
+				return fmt.Errorf("the held connection still answers SET with %q", r)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.figures = append(e.figures, fmt.Sprintf("HAProxy restarted with its original config -> server back on the master: %s (reconcile %s)",
 		took.Round(time.Millisecond), hxReconcile))
 	if took > hxReconcile+500*time.Millisecond {
@@ -392,31 +413,47 @@ func (e *hxEnv) testRestart(t *testing.T) {
 	e.waitPassing(t, "after the HAProxy restart")
 }
 
+// hxSet sends SET on a raw connection and returns the reply's first word
+// ("+OK", "-READONLY"), or "closed" once the connection is cut.
+func hxSet(c net.Conn) string {
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("SET hx:held 1\r\n")); err != nil {
+		return "closed"
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "closed"
+	}
+	return strings.Fields(line + " ")[0]
+}
+
 // hxFailover asks a Sentinel for SENTINEL FAILOVER until one succeeds:
 // Sentinel gives up a failover whose promotion exceeds failover-timeout and
-// does not retry a requested one. It returns the new master.
-func hxFailover(ctx context.Context, t *testing.T, shard *sandbox.Shard, old string) (string, error) {
+// does not retry a requested one. It returns the new master and when the
+// successful attempt was asked for.
+func hxFailover(ctx context.Context, t *testing.T, shard *sandbox.Shard, old string) (string, time.Time, error) {
 	sc := shard.Sentinels[0].Client()
 	defer sc.Close()
 	var err error
 	for attempt := 1; attempt <= 4; attempt++ {
+		asked := time.Now()
 		if err = sandbox.Poll(ctx, "SENTINEL FAILOVER accepted", func(ctx context.Context) error {
 			qctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			return sc.Failover(qctx, shard.Name).Err()
 		}); err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		var newAddr string
 		newAddr, err = shard.WaitFailover(wctx, old)
 		cancel()
 		if err == nil {
-			return newAddr, nil
+			return newAddr, asked, nil
 		}
 		t.Logf("SENTINEL FAILOVER attempt %d did not complete: %v", attempt, err)
 	}
-	return "", err
+	return "", time.Time{}, err
 }
 
 // hxWriter loops unique SETs through one address and records the
