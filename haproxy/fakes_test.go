@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +24,6 @@ type fakeAPI struct {
 	mu       sync.Mutex
 	servers  []*ServerState
 	commands []string
-	down     bool // refuse connections' commands by closing at once
 }
 
 func newFakeAPI(t *testing.T, servers ...ServerState) *fakeAPI {
@@ -236,10 +234,4 @@ func eventually(t *testing.T, what string, cond func() error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func port(a string) int {
-	_, p, _ := net.SplitHostPort(a)
-	n, _ := strconv.Atoi(p)
-	return n
 }
