@@ -84,7 +84,9 @@ type Verdict struct {
 //   - a server at another address than the master is moved, made ready if
 //     it is not, and marked up if HAProxy checks it and holds it down;
 //   - a server at the master's address that is in maintenance or drain is
-//     made ready; one HAProxy's check holds down is left to that check.
+//     made ready, unless that state is inherited (a tracked server, DNS),
+//     which the runtime API cannot clear; one HAProxy's check holds down is
+//     left to that check.
 func Plan(servers []Server, masters map[string]Master, state []ServerState) ([]Step, []Verdict) {
 	byName := make(map[string]ServerState, len(state))
 	for _, s := range state {
@@ -120,6 +122,8 @@ func Plan(servers []Server, masters map[string]Master, state []ServerState) ([]S
 			}
 			steps = append(steps, step)
 			v.Problem = fmt.Sprintf("%s is %s but Sentinel says %s", srv.Name(), v.Addr, v.Truth)
+		case !st.Ready() && !st.Settable():
+			v.Problem = fmt.Sprintf("%s is at %s but in maintenance or drain that it inherits from a tracked server or DNS resolution (admin state %#x)", srv.Name(), v.Addr, st.Admin)
 		case !st.Ready():
 			steps = append(steps, Step{Server: srv, Ready: true, From: st.Addr, To: m.Addr, Since: m.Since})
 			v.Problem = fmt.Sprintf("%s is at %s but in maintenance or drain (admin state %#x)", srv.Name(), v.Addr, st.Admin)
@@ -143,7 +147,7 @@ func moveStep(srv Server, st ServerState, m Master) (Step, error) {
 	return Step{
 		Server: srv, Move: true, From: st.Addr, To: addr.Normalize(m.Addr),
 		Host: ip.Unmap().String(), Port: port,
-		Ready: !st.Ready(), HealthUp: st.Checked() && !st.Up(), Since: m.Since,
+		Ready: !st.Ready() && st.Settable(), HealthUp: st.Checked() && !st.Up(), Since: m.Since,
 	}, nil
 }
 

@@ -50,6 +50,14 @@ const CheckEnabled = 0x04
 // administrative state goes: no maintenance and no drain of any origin.
 func (s ServerState) Ready() bool { return s.Admin == 0 }
 
+// settable are the administrative bits `set server state ready` clears
+// (`disabled` in the config sets FMAINT with CMAINT); the others come from a
+// tracked server or DNS resolution and are not the agent's to change.
+const settable = AdminForcedMaint | AdminConfigMaint | AdminForcedDrain
+
+// Settable reports whether `set server state ready` would make it ready.
+func (s ServerState) Settable() bool { return s.Admin&^settable == 0 }
+
 // Up reports whether HAProxy's own check holds the server up.
 func (s ServerState) Up() bool { return s.OpState == OpRunning || s.OpState == OpStarting }
 
