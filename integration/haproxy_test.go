@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
+	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
@@ -597,4 +598,56 @@ func hxWaitReplicaOf(ctx context.Context, r *sandbox.Redis, master string) error
 		}
 		return nil
 	})
+}
+
+// TestHAProxyDeploySample checks the samples in deploy/haproxy: real
+// HAProxy accepts the haproxy.cfg (`haproxy -c`), the agent config is valid
+// but for the secret files of the host it is meant for, and every server it
+// follows is a server of that backend in the haproxy.cfg.
+func TestHAProxyDeploySample(t *testing.T) {
+	dir := filepath.Join(repoRoot(t), "deploy", "haproxy")
+	bin, err := sandbox.Binary("haproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-c", "-f", filepath.Join(dir, "haproxy.cfg")).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c rejects the sample: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "agent.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, probs := config.Parse(raw)
+	if c == nil || len(probs) > 0 {
+		t.Fatalf("agent.yml: %v", probs)
+	}
+	for _, p := range c.Finish() {
+		if !strings.Contains(p, "cannot read") {
+			t.Errorf("agent.yml: %s", p)
+		}
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]bool{} // backend/server
+	backend := ""
+	for _, line := range strings.Split(string(cfg), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "backend":
+			backend = f[1]
+		case len(f) >= 2 && f[0] == "server" && backend != "":
+			servers[backend+"/"+f[1]] = true
+		case len(f) > 0 && (f[0] == "frontend" || f[0] == "listen" || f[0] == "defaults" || f[0] == "global"):
+			backend = ""
+		}
+	}
+	for _, h := range c.HAProxy {
+		for _, s := range h.Servers {
+			if !servers[s.Backend+"/"+s.Server] {
+				t.Errorf("agent.yml follows %s/%s, which haproxy.cfg does not have (it has %v)", s.Backend, s.Server, servers)
+			}
+		}
+	}
 }
