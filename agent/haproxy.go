@@ -80,7 +80,7 @@ func (a *Agent) startHAProxy(name string, h config.HAProxy, c *config.Config) (c
 }
 
 func (a *Agent) haproxyStatus() []status.HAProxyStatus {
-	var out []status.HAProxyStatus
+	out := []status.HAProxyStatus{} // [] rather than null in the JSON
 	for _, v := range a.haproxies.values() {
 		st := v.(*haproxy.Driver).Status()
 		hs := status.HAProxyStatus{

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
@@ -335,6 +339,54 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 		t.Errorf("redis-rw/mymaster is at %s (%v), want the final master %s", a, err, final)
 	}
 	e.waitPassing(t, "after the failover")
+	e.checkStatusAndMetrics(t, final)
+}
+
+// checkStatusAndMetrics reads the agent's /v1/status and /metrics: the
+// server matches the master, the move is recorded, the runtime API is up.
+func (e *hxEnv) checkStatusAndMetrics(t *testing.T, master string) {
+	t.Helper()
+	var snap status.Snapshot
+	if err := sandbox.Poll(e.ctx, "/v1/status shows redis-rw/mymaster on "+master, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.agent.URL("/v1/status"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		snap = status.Snapshot{}
+		if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+			return err
+		}
+		if len(snap.HAProxy) != 1 || len(snap.HAProxy[0].Servers) != 1 {
+			return fmt.Errorf("haproxy in /v1/status: %+v", snap.HAProxy)
+		}
+		h := snap.HAProxy[0]
+		if s := h.Servers[0]; !h.Reachable || !s.Matches || !addr.Same(s.Addr, master) || h.Moves < 1 || h.LastMove == nil {
+			return fmt.Errorf("haproxy in /v1/status: %+v", h)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := snap.HAProxy[0].LastMove
+	e.figures = append(e.figures, fmt.Sprintf("/v1/status last move: %s %s -> %s, %s after the agent learnt the master", m.Server, m.From, m.To, m.Reaction))
+	resp, err := http.Get(e.agent.URL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`redis_consul_agent_haproxy_up{haproxy="edge"} 1`,
+		`redis_consul_agent_haproxy_servers_mismatched{haproxy="edge"} 0`,
+		`redis_consul_agent_haproxy_check_status{service_id="` + hxServiceID + `",status="passing"} 1`,
+		`redis_consul_agent_haproxy_server_moves_total{backend="redis-rw",haproxy="edge",server="mymaster"}`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // testPlannedFailover: SENTINEL FAILOVER with a writer through HAProxy.
