@@ -15,7 +15,10 @@
 //  4. storm: one twemproxy agent following many masters that fail over at
 //     once: restarts taken and time until all are applied;
 //  5. idle: RSS, CPU and Consul requests of an agent with 1, 10, 50 Redis;
-//  6. writes: Consul writes one failover causes across a shard's agents.
+//  6. writes: Consul writes one failover causes across a shard's agents;
+//  7. haproxy: kill -9 → first write through HAProxy driven by the agent and
+//     through HAProxy's own role check, and the writes each loses once the
+//     old master returns as a master.
 package bench
 
 import (
@@ -48,7 +51,7 @@ const (
 )
 
 // Figures lists every figure in the order they run.
-var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites}
+var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites, FigHAProxy}
 
 // Options configure a benchmark run. Zero values take the defaults of a full
 // run, or of the short run when Short is set.
@@ -316,6 +319,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.want(FigIdle) {
 		phase("idle", func(ctx context.Context) error { return runIdle(ctx, e, rep) })
+	}
+	if o.want(FigHAProxy) {
+		phase("haproxy", func(ctx context.Context) error { return runHAProxy(ctx, e, rep) })
 	}
 	rep.Duration = time.Since(began).Round(time.Second)
 	rep.Machine.LoadEnd = loadavg()
