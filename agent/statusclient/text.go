@@ -48,10 +48,33 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 	if o.Width <= 0 {
 		o.Width = 72
 	}
-	cut := func(s string) string { return clip(s, o.Width) }
-	v := statusview.Build(r.Status, r.Cluster, o.Now, 0)
-	p := &printer{w: w}
+	t := &textReport{r: r, o: o, p: &printer{w: w}, v: statusview.Build(r.Status, r.Cluster, o.Now, 0)}
+	t.cut = func(s string) string { return clip(s, o.Width) }
+	t.header()
+	t.shards()
+	t.clusterSentinels()
+	t.pools()
+	if len(t.v.Timeline) > 0 || len(t.v.Silent) > 0 {
+		writeTimeline(t.p, t.v, o, t.cut)
+	}
+	t.local()
+	t.proxies()
+	t.events()
+	return t.p.err
+}
 
+// textReport is one rendering: each method writes one block.
+type textReport struct {
+	r   status.Report
+	v   statusview.View
+	o   TextOptions
+	p   *printer
+	cut func(string) string
+}
+
+// header is the agent's line and the cluster's verdict.
+func (t *textReport) header() {
+	r, v, o, p := t.r, t.v, t.o, t.p
 	s := r.Status
 	head := fmt.Sprintf("redis-consul-agent on %s (%s)", orDash(s.Node), orDash(s.Version))
 	if !s.StartedAt.IsZero() {
@@ -72,6 +95,11 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		p.line("Consul: " + r.Cluster.Error)
 	}
 
+}
+
+// shards is the SHARDS and NODES tables, as Consul sees them.
+func (t *textReport) shards() {
+	v, o, p, cut := t.v, t.o, t.p, t.cut
 	if len(v.Shards) > 0 {
 		t := p.table("SHARDS (as Consul sees them)", "SHARD", "VERDICT", "MASTER", "SENTINELS", "REPLICAS", "SINCE")
 		for _, sh := range v.Shards {
@@ -125,6 +153,11 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		t.flush()
 	}
 
+}
+
+// clusterSentinels is the SENTINELS table of the cluster view.
+func (t *textReport) clusterSentinels() {
+	r, p, cut := t.r, t.p, t.cut
 	if len(r.Cluster.Sentinels) > 0 {
 		t := p.table("SENTINELS", "ADDRESS", "NODE", "CHECK", "LINK", "AGREES", "VIEW")
 		for _, cs := range r.Cluster.Sentinels {
@@ -144,6 +177,11 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		t.flush()
 	}
 
+}
+
+// pools is the TWEMPROXY POOLS table of the cluster view.
+func (t *textReport) pools() {
+	v, p, cut := t.v, t.p, t.cut
 	if len(v.Proxies) > 0 {
 		t := p.table("TWEMPROXY POOLS", "POOL", "ADDRESS", "NODE", "CHECK", "OUTPUT")
 		for _, pv := range v.Proxies {
@@ -152,10 +190,12 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		t.flush()
 	}
 
-	if len(v.Timeline) > 0 || len(v.Silent) > 0 {
-		writeTimeline(p, v, o, cut)
-	}
+}
 
+// local is what this agent registers and the truth it follows.
+func (t *textReport) local() {
+	r, o, p, cut := t.r, t.o, t.p, t.cut
+	s := r.Status
 	if len(s.Instances) > 0 {
 		t := p.table("LOCAL REDIS", "SERVICE", "ADDRESS", "SHARD", "ROLE", "CHECK", "WHY")
 		for _, in := range s.Instances {
@@ -196,6 +236,12 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		}
 		t.flush()
 	}
+}
+
+// proxies is the twemproxy instances this agent manages and their servers.
+func (t *textReport) proxies() {
+	r, o, p, cut := t.r, t.o, t.p, t.cut
+	s := r.Status
 	if len(s.Proxies) > 0 {
 		t := p.table("TWEMPROXY MANAGED HERE", "PROXY", "MODE", "CONFIG HASH", "LAST RESTART", "TOOK", "BLACKOUT", "RESTARTS", "ROLLBACKS")
 		for _, px := range s.Proxies {
@@ -234,6 +280,11 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		}
 		t.flush()
 	}
+}
+
+// events is the newest events of this agent's journal.
+func (t *textReport) events() {
+	v, o, p, cut := t.v, t.o, t.p, t.cut
 	if len(v.Events) > 0 {
 		n := min(o.Events, len(v.Events))
 		t := p.table(fmt.Sprintf("EVENTS (newest %d of %d)", n, v.EventsTotal), "TIME", "LEVEL", "KIND", "TYPE", "SUBJECT", "DETAIL")
@@ -242,7 +293,6 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 		}
 		t.flush()
 	}
-	return p.err
 }
 
 // writeTimeline prints the failovers, each with its story when the agent
