@@ -20,9 +20,9 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
-	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 )
 
 // Options configure an Agent.
@@ -314,7 +314,10 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 		Username: r.Username, Password: r.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
 		StaleMasterGrace: c.Timing.StaleMasterGrace.D(), TruthWait: c.Timing.TruthWait.D(),
 		MasterHandoff: c.Timing.MasterHandoff.D(), Peers: discovery.ConsulPeers(a.consul),
-		Truth: a.monitor, Registry: a.registrar,
+		// A live old master cut off from Consul leaves its answers when its
+		// heartbeat TTL expires (its agent has the same consul.ttl).
+		HandoffLimit: c.Consul.TTL.D() + c.Timing.MasterHandoff.D(),
+		Truth:        a.monitor, Registry: a.registrar,
 		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {

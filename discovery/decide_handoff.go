@@ -25,6 +25,9 @@ type PeerView struct {
 	// Err says why Consul could not be asked (Others and Hidden are then
 	// meaningless).
 	Err error
+	// Alive are the Others that answered Redis when the handoff's first
+	// bound passed: nodes that may still take writes.
+	Alive []Peer
 }
 
 // handoffVerdict is the outcome of one handoff step.
@@ -59,15 +62,22 @@ const (
 //     another ID does not count), and the answer is complete: take.
 //   - Otherwise wait, up to the bound. An answer the ACL token filtered, or
 //     no answer at all, is unknown, never "no old master".
-//   - At the bound, the truth still naming this node: take anyway. What
-//     Consul still answers (or may answer, unseen) is a master the
-//     Sentinels disown and whose agent did not withdraw it: dead or cut
-//     off, so its TTL check expires; withholding the tag until then would
-//     leave the shard with no master in DNS at all. The caller logs why.
+//   - At the bound (MasterHandoff), the truth still naming this node: if a
+//     node Consul still answers is alive (it answers Redis), wait on until
+//     the limit (HandoffLimit): its agent is cut off from Consul, the node
+//     may still take writes, and taking the tag now would put two live
+//     masters in DNS; its check expires within its agent's consul.ttl.
+//     Found by the chaos campaign: an old master's agent cut off from
+//     Consul during the failover left DNS answering both for 1.3 s.
+//   - Otherwise, or at the limit: take anyway. What Consul still answers
+//     (or may answer, unseen) is a master the Sentinels disown that is
+//     dead, or whose agent is cut off past its TTL; withholding the tag on
+//     would leave the shard with no master in DNS at all. The caller logs
+//     why.
 //
 // The caller makes its decision again after the wait, with the truth and
 // Redis's role of that moment, before it writes anything.
-func handoffStep(truth Master, view PeerView, expired bool, names Names) (handoffVerdict, string) {
+func handoffStep(truth Master, view PeerView, expired, limited bool, names Names) (handoffVerdict, string) {
 	if !truth.Known() || !names.IsSelf(truth.Addr) {
 		if truth.Addr == "" {
 			return handoffRefuse, "the Sentinel truth is unknown"
@@ -85,6 +95,15 @@ func handoffStep(truth Master, view PeerView, expired bool, names Names) (handof
 	}
 	if !expired {
 		return handoffWait, ""
+	}
+	var alive []string
+	for _, p := range view.Alive {
+		if !names.IsSelf(p.Addr) {
+			alive = append(alive, p.String())
+		}
+	}
+	if len(alive) > 0 && !limited {
+		return handoffWait, "consul still answers " + strings.Join(alive, ", ") + ", which answers Redis: waiting until its agent withdraws it or its check expires"
 	}
 	var why []string
 	if view.Err != nil {

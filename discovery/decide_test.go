@@ -219,24 +219,28 @@ func TestHandoffStep(t *testing.T) {
 		truth   Master
 		view    PeerView
 		expired bool
+		limited bool
 		want    handoffVerdict
 		why     string
 	}{
-		{"no other master: take", truthSelf, PeerView{}, false, handoffTake, ""},
-		{"this node under another ID does not count", truthSelf, PeerView{Others: []Peer{{ID: "redis-me.test-6379", Addr: "me.test:6379"}}}, false, handoffTake, ""},
-		{"old master still answered: wait", truthSelf, PeerView{Others: oldPeer}, false, handoffWait, ""},
-		{"old master answered at the bound: take anyway", truthSelf, PeerView{Others: oldPeer}, true, handoffTakeAnyway, "consul still answers redis-10.0.0.1-6379 (10.0.0.1:6379)"},
-		{"ACL hides registrations: wait", truthSelf, PeerView{Hidden: true}, false, handoffWait, ""},
-		{"ACL hides registrations at the bound: take, saying why", truthSelf, PeerView{Hidden: true}, true, handoffTakeAnyway, "ACL token may not read every registration"},
-		{"consul not reachable: wait", truthSelf, PeerView{Err: errors.New("connection refused")}, false, handoffWait, ""},
-		{"consul not reachable at the bound", truthSelf, PeerView{Err: errors.New("connection refused")}, true, handoffTakeAnyway, "connection refused"},
-		{"truth unknown: refuse", Master{}, PeerView{}, false, handoffRefuse, "unknown"},
-		{"truth stale: refuse even with nobody answered", Master{Name: "m", Addr: self, Source: SourceStale}, PeerView{}, true, handoffRefuse, "stale"},
-		{"truth names the node consul answers: refuse, never take anyway", Master{Name: "m", Addr: other, Source: SourceMajority}, PeerView{Others: oldPeer}, true, handoffRefuse, "names 10.0.0.1:6379"},
-		{"truth moved to a third node", Master{Name: "m", Addr: third, Source: SourceMajority}, PeerView{}, false, handoffRefuse, "names 10.0.0.3:6379"},
+		{"no other master: take", truthSelf, PeerView{}, false, false, handoffTake, ""},
+		{"this node under another ID does not count", truthSelf, PeerView{Others: []Peer{{ID: "redis-me.test-6379", Addr: "me.test:6379"}}}, false, false, handoffTake, ""},
+		{"old master still answered: wait", truthSelf, PeerView{Others: oldPeer}, false, false, handoffWait, ""},
+		{"old master answered at the bound: take anyway", truthSelf, PeerView{Others: oldPeer}, true, false, handoffTakeAnyway, "consul still answers redis-10.0.0.1-6379 (10.0.0.1:6379)"},
+		{"ACL hides registrations: wait", truthSelf, PeerView{Hidden: true}, false, false, handoffWait, ""},
+		{"ACL hides registrations at the bound: take, saying why", truthSelf, PeerView{Hidden: true}, true, false, handoffTakeAnyway, "ACL token may not read every registration"},
+		{"consul not reachable: wait", truthSelf, PeerView{Err: errors.New("connection refused")}, false, false, handoffWait, ""},
+		{"consul not reachable at the bound", truthSelf, PeerView{Err: errors.New("connection refused")}, true, false, handoffTakeAnyway, "connection refused"},
+		{"truth unknown: refuse", Master{}, PeerView{}, false, false, handoffRefuse, "unknown"},
+		{"truth stale: refuse even with nobody answered", Master{Name: "m", Addr: self, Source: SourceStale}, PeerView{}, true, false, handoffRefuse, "stale"},
+		{"truth names the node consul answers: refuse, never take anyway", Master{Name: "m", Addr: other, Source: SourceMajority}, PeerView{Others: oldPeer}, true, false, handoffRefuse, "names 10.0.0.1:6379"},
+		{"truth moved to a third node", Master{Name: "m", Addr: third, Source: SourceMajority}, PeerView{}, false, false, handoffRefuse, "names 10.0.0.3:6379"},
+		{"old master alive at the bound: wait on", truthSelf, PeerView{Others: oldPeer, Alive: oldPeer}, true, false, handoffWait, "answers Redis"},
+		{"old master alive at the limit: take anyway", truthSelf, PeerView{Others: oldPeer, Alive: oldPeer}, true, true, handoffTakeAnyway, "consul still answers"},
+		{"this node alive under another ID does not hold it back", truthSelf, PeerView{Others: []Peer{{ID: "x", Addr: "me.test:6379"}}, Alive: []Peer{{ID: "x", Addr: "me.test:6379"}}}, true, false, handoffTake, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, why := handoffStep(tc.truth, tc.view, tc.expired, names)
+			got, why := handoffStep(tc.truth, tc.view, tc.expired, tc.limited, names)
 			if got != tc.want || !strings.Contains(why, tc.why) {
 				t.Fatalf("handoffStep = %d %q, want %d with %q", got, why, tc.want, tc.why)
 			}

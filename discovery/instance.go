@@ -68,6 +68,13 @@ type InstanceOptions struct {
 	// happens at the bound. 0 or a nil Peers: at once.
 	MasterHandoff time.Duration
 	Peers         PeerQuery
+	// HandoffLimit is how long, in all, a handoff goes on waiting past
+	// MasterHandoff while a node Consul still answers as master is alive
+	// (it answers Redis): its agent is cut off from Consul, the node may
+	// still take writes, and its check expires within that agent's
+	// consul.ttl. The agent sets it to consul.ttl plus a margin; 0 or less
+	// than MasterHandoff: MasterHandoff alone bounds the wait.
+	HandoffLimit time.Duration
 
 	Truth    TruthSource // required: usually the Monitor
 	Registry Registry    // required: usually the Registrar

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
@@ -35,13 +36,19 @@ const handoffRetryPause = 50 * time.Millisecond
 func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 	start := time.Now()
 	deadline := start.Add(i.opts.MasterHandoff)
+	limit := start.Add(max(i.opts.MasterHandoff, i.opts.HandoffLimit))
+	waitingOnAlive := false
 	tag := consulname.ShardTag(i.opts.MasterName, consulname.RoleMaster)
 	var index uint64
 	warned := false
 	for {
 		// A blocking query without a wait time would block for minutes.
-		wait := max(time.Until(deadline), time.Millisecond)
-		qctx, cancel := context.WithDeadline(ctx, deadline.Add(i.opts.Timeout))
+		until := deadline
+		if waitingOnAlive {
+			until = limit
+		}
+		wait := max(time.Until(until), time.Millisecond)
+		qctx, cancel := context.WithDeadline(ctx, until.Add(i.opts.Timeout))
 		view, next := i.peers(qctx, tag, index, wait)
 		cancel()
 		if ctx.Err() != nil {
@@ -52,7 +59,11 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 		for _, p := range view.Others {
 			addrs = append(addrs, p.Addr)
 		}
-		verdict, why := handoffStep(truth, view, time.Until(deadline) < time.Millisecond, i.names.names(ctx, i.self, addrs...))
+		expired := time.Until(deadline) < time.Millisecond
+		if expired {
+			view.Alive = i.alive(ctx, view.Others)
+		}
+		verdict, why := handoffStep(truth, view, expired, time.Until(limit) < time.Millisecond, i.names.names(ctx, i.self, addrs...))
 		waited := time.Since(start).Round(time.Microsecond)
 		switch verdict {
 		case handoffTake:
@@ -68,6 +79,10 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
 				Detail: fmt.Sprintf("took %s after %s: %s", tag, i.opts.MasterHandoff, why)})
 			return verdict
+		}
+		if expired && why != "" && !waitingOnAlive {
+			waitingOnAlive = true
+			i.log.Warn("master handoff: "+why, "limit", max(i.opts.MasterHandoff, i.opts.HandoffLimit))
 		}
 		if view.Hidden && !warned {
 			warned = true
@@ -87,6 +102,15 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 			case <-ctx.Done():
 				return handoffRefuse
 			case <-time.After(min(handoffRetryPause, max(time.Until(deadline), 0))):
+			}
+		}
+		if waitingOnAlive && next == index {
+			// Consul's answer did not change within the wait: ask the
+			// nodes again shortly rather than block the whole limit.
+			select {
+			case <-ctx.Done():
+				return handoffRefuse
+			case <-time.After(handoffRetryPause):
 			}
 		}
 		if next < index { // the index went backwards (a new leader, a snapshot): start over
@@ -116,4 +140,24 @@ func (i *Instance) peers(ctx context.Context, tag string, index uint64, wait tim
 		view.Others = append(view.Others, Peer{ID: in.ID, Addr: in.Address})
 	}
 	return view, res.LastIndex
+}
+
+// alive returns the peers that answer Redis at all (a reply, even an
+// error such as NOAUTH, means a live process that may take writes), each
+// asked once with the instance's timeout and credentials.
+func (i *Instance) alive(ctx context.Context, peers []Peer) []Peer {
+	var out []Peer
+	for _, p := range peers {
+		if p.Addr == "" {
+			continue
+		}
+		c := redis.NewClient(failFast(p.Addr, i.opts.Username, i.opts.Password, i.opts.TLSConfig, i.opts.Timeout, 1))
+		err := c.Ping(ctx).Err()
+		c.Close()
+		var rerr redis.Error
+		if err == nil || errors.As(err, &rerr) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

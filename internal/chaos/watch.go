@@ -186,8 +186,17 @@ func (cp *campaign) sampleDNS(ctx context.Context, shard string) {
 	if changed {
 		cp.note("dns %s-master: [%s] (asked %s)", shard, answer, k.NodeName())
 	}
-	cp.dnsVerdict(shard, "two-masters", len(ips) > 1,
-		fmt.Sprintf("DNS %s-master answered %d nodes [%s] (asked %s)", shard, len(ips), answer, k.NodeName()))
+	live := len(ips)
+	if len(ips) > 1 {
+		live = cp.liveMasters(ctx, ips)
+		if live < 2 {
+			// A dead node in DNS beside the master takes no writes: clients
+			// that reach it fail to connect. Counted, not a violation.
+			cp.count("dns answers with a dead old master", 1)
+		}
+	}
+	cp.dnsVerdict(shard, "two-masters", live > 1,
+		fmt.Sprintf("DNS %s-master answered %d nodes [%s], %d of them live masters (asked %s)", shard, len(ips), answer, live, k.NodeName()))
 	var unnamed []string
 	now := time.Now()
 	for _, ip := range ips {
@@ -205,6 +214,25 @@ func (cp *campaign) sampleDNS(ctx context.Context, shard string) {
 	}
 	cp.dnsVerdict(shard, "unnamed-master", len(unnamed) > 0,
 		fmt.Sprintf("DNS %s-master answered %s, which no Sentinel named master in the last %s (asked %s)", shard, strings.Join(unnamed, ", "), namedWithin, k.NodeName()))
+}
+
+// liveMasters counts the nodes at ips that answer ROLE master now.
+func (cp *campaign) liveMasters(ctx context.Context, ips []string) int {
+	n := 0
+	for _, ip := range ips {
+		r := cp.st.nodeByIP(ip)
+		if r == nil {
+			n++ // not a node of the stack: count it, so the violation shows
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
+		role, err := cp.client(r.Addr()).Do(cctx, "ROLE").Slice()
+		cancel()
+		if err == nil && len(role) > 0 && role[0] == "master" {
+			n++
+		}
+	}
+	return n
 }
 
 // dnsVerdict opens one violation per run of bad samples and says how long
