@@ -315,7 +315,7 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 		StaleMasterGrace: c.Timing.StaleMasterGrace.D(), TruthWait: c.Timing.TruthWait.D(),
 		MasterHandoff: c.Timing.MasterHandoff.D(), Peers: discovery.ConsulPeers(a.consul),
 		Truth: a.monitor, Registry: a.registrar,
-		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id, "address", r.Address), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {
 		return component{}, err
@@ -332,7 +332,7 @@ func (a *Agent) startSentinel(id string, s config.LocalSentinel, c *config.Confi
 		Address: s.Address, Announce: s.Announce, Service: s.Service,
 		Username: s.Username, Password: s.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
 		Registry: a.registrar,
-		Logger:   a.opts.Logger.Named(telemetry.LogSentinel).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+		Logger:   a.opts.Logger.Named(telemetry.LogSentinel).With("service_id", id, "address", s.Address), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {
 		return component{}, err
