@@ -71,17 +71,21 @@ func TestTLS(t *testing.T) {
 	}
 
 	master := shard.Master
+	// Registered within a minute, or the TLS setup does not work: fail
+	// then rather than at the test's deadline.
+	sctx, scancel := context.WithTimeout(ctx, time.Minute)
+	defer scancel()
 	for _, r := range shard.Nodes() {
-		secWaitHealth(ctx, t, admin, "redis", secRedisID(r), api.HealthPassing)
+		secWaitHealth(sctx, t, admin, "redis", secRedisID(r), api.HealthPassing)
 	}
 	var sentinelIPs []string
 	for _, s := range shard.Sentinels {
-		secWaitHealth(ctx, t, admin, "redis-sentinel", secSentinelID(s), api.HealthPassing)
+		secWaitHealth(sctx, t, admin, "redis-sentinel", secSentinelID(s), api.HealthPassing)
 		sentinelIPs = append(sentinelIPs, s.IP())
 	}
-	secWaitDNS(ctx, t, consul, "tlsshard-master.redis.service.consul", master.IP())
-	secWaitDNS(ctx, t, consul, "tlsshard-replica.redis.service.consul", shard.Replicas[0].IP(), shard.Replicas[1].IP())
-	secWaitDNS(ctx, t, consul, "redis-sentinel.service.consul", sentinelIPs...)
+	secWaitDNS(sctx, t, consul, "tlsshard-master.redis.service.consul", master.IP())
+	secWaitDNS(sctx, t, consul, "tlsshard-replica.redis.service.consul", shard.Replicas[0].IP(), shard.Replicas[1].IP())
+	secWaitDNS(sctx, t, consul, "redis-sentinel.service.consul", sentinelIPs...)
 
 	// kill -9 the master; DNS is sampled all through the failover.
 	w := tlsWatchMasters(ctx, consul, "tlsshard-master.redis.service.consul", "master.redis.service.consul")
@@ -152,22 +156,32 @@ func tlsWrongCA(ctx context.Context, t *testing.T, admin *api.Client, shard *san
 	}
 	from := restart(wrong)
 	exited := a.Exited()
-	text := secWaitLog(ctx, t, a, from, "x509", r.Addr(), shard.Sentinels[0].Addr())
-	for _, peer := range []string{r.Addr(), shard.Sentinels[0].Addr()} {
-		line := tlsLineWith(text, "x509", peer)
-		if line == "" {
-			t.Errorf("wrong CA: no log line names both x509 and %s:\n%s", peer, text)
-			continue
+	peers := []string{r.Addr(), shard.Sentinels[0].Addr()}
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	var text string
+	err = sandbox.Poll(wctx, "a log line naming x509 and each peer", func(context.Context) error {
+		text = secLog(t, a, from)
+		for _, peer := range peers {
+			if tlsLineWith(text, "x509", peer) == "" {
+				return fmt.Errorf("no line names both x509 and %s", peer)
+			}
 		}
-		t.Logf("wrong CA, log: %s", line)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("wrong CA: %v\n%s", err, text)
+	}
+	for _, peer := range peers {
+		t.Logf("wrong CA, log: %s", tlsLineWith(text, "x509", peer))
 	}
 	var st string
-	err = sandbox.Poll(ctx, "/v1/status names the peers it cannot verify", func(ctx context.Context) error {
+	err = sandbox.Poll(wctx, "/v1/status names the peers it cannot verify", func(ctx context.Context) error {
 		if st, err = secGet(ctx, a.URL("/v1/status")); err != nil {
 			return err
 		}
-		for _, want := range []string{r.Addr(), shard.Sentinels[0].Addr()} {
-			if tlsLineWith(st, "x509", want) == "" && !tlsNear(st, want, "x509") {
+		for _, want := range peers {
+			if !tlsNear(st, want, "x509") {
 				return fmt.Errorf("no x509 error for %s", want)
 			}
 		}
