@@ -20,9 +20,9 @@ import (
 	"github.com/seed42ef8afe/redis-consul-agent/agent/buildinfo"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
-	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 )
 
 // Options configure an Agent.
