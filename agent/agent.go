@@ -318,7 +318,7 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 		// heartbeat TTL expires (its agent has the same consul.ttl).
 		HandoffLimit: c.Consul.TTL.D() + c.Timing.MasterHandoff.D(),
 		Truth:        a.monitor, Registry: a.registrar,
-		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id, "address", r.Address), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {
 		return component{}, err
@@ -335,7 +335,7 @@ func (a *Agent) startSentinel(id string, s config.LocalSentinel, c *config.Confi
 		Address: s.Address, Announce: s.Announce, Service: s.Service,
 		Username: s.Username, Password: s.Password, TLSConfig: tc, Tick: c.Timing.Tick.D(),
 		Registry: a.registrar,
-		Logger:   a.opts.Logger.Named(telemetry.LogSentinel).With("service_id", id), Metrics: a.metrics, Journal: a.journal,
+		Logger:   a.opts.Logger.Named(telemetry.LogSentinel).With("service_id", id, "address", s.Address), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {
 		return component{}, err

@@ -26,6 +26,10 @@ type sentinel struct {
 	stop   context.CancelFunc
 	status SentinelStatus
 	names  *namesCache
+	// failed is set once the link has failed: the first failure of a
+	// link that never came up (a wrong CA, TLS off, a wrong password at
+	// start) is a warning, the retries after it are not.
+	failed bool
 }
 
 type sentinelMsg struct {
@@ -219,15 +223,19 @@ func (m *Monitor) handleLink(ctx context.Context, lc linkChange) {
 		if lc.err != nil {
 			s.status.LastError = lc.err.Error()
 		}
-		if was {
+		switch {
+		case was:
 			m.log.Warn("sentinel link down", "sentinel", s.addr, "error", lc.err)
 			m.opts.Journal.Add(telemetry.Event{
 				Kind: telemetry.KindSentinel, Type: "link-down", Subject: s.addr,
 				Detail: errString(lc.err), Level: "warn",
 			})
-		} else {
+		case !s.failed:
+			m.log.Warn("cannot reach sentinel; retrying", "sentinel", s.addr, "error", lc.err)
+		default:
 			m.log.Debug("sentinel link still down", "sentinel", s.addr, "error", lc.err)
 		}
+		s.failed = true
 	}
 	m.publishStatuses()
 }

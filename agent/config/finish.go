@@ -121,6 +121,12 @@ func (c *Config) Finish() Problems {
 			s.PasswordFile = c.Sentinel.PasswordFile
 		}
 		secret(key+".password_file", s.PasswordFile, &s.Password)
+		// A local Sentinel is one of those the sentinel section reaches:
+		// without this a sentinels entry with no tls of its own spoke
+		// plain TCP to a TLS-only Sentinel.
+		if s.TLS == (TLS{}) {
+			s.TLS = c.Sentinel.TLS
+		}
 		checkTLS(key+".tls", s.TLS, bad)
 	}
 

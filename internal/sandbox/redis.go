@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -23,6 +24,10 @@ type RedisOptions struct {
 	// makes the server announce that name to its master
 	// (replica-announce-ip), as Sentinel's announce-hostnames expects.
 	Hosts *Hosts
+	// TLS, when set, makes the server listen on TLS only with a
+	// certificate from this CA for its IP, require client certificates
+	// from it and replicate over TLS (see tlsServer).
+	TLS *CA
 }
 
 // Redis is a running redis-server.
@@ -31,6 +36,9 @@ type Redis struct {
 	Password string
 	// Hostname is the name RedisOptions.Hosts gave the host, or "".
 	Hostname string
+	// TLS is the client config the helpers reach a TLS-only server with
+	// (nil: plain TCP); it presents the server's own certificate.
+	TLS *tls.Config
 }
 
 // Announced is the address the server announces: Hostname:port, or Addr.
@@ -80,24 +88,31 @@ func (c *Cluster) StartRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Password != "" {
 		lines = append(lines, "requirepass "+opts.Password, "masterauth "+opts.Password)
 	}
-	conf := filepath.Join(dir, "redis.conf")
-	if err := writeLines(conf, append(lines, opts.Extra...)); err != nil {
-		return nil, err
-	}
 	r := &Redis{Password: opts.Password}
 	if opts.Hosts != nil {
 		r.Hostname = announce
 	}
+	if opts.TLS != nil {
+		tlsLines, tc, err := tlsServer(opts.TLS, name, ip, port, r.Hostname)
+		if err != nil {
+			return nil, err
+		}
+		lines, r.TLS = append(lines, tlsLines...), tc
+	}
+	conf := filepath.Join(dir, "redis.conf")
+	if err := writeLines(conf, append(lines, opts.Extra...)); err != nil {
+		return nil, err
+	}
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	r.Process, err = c.Start(ProcessSpec{
 		Name: name, Argv: []string{"redis-server", conf}, IP: ip, Ports: []int{port},
-		Ready: func(ctx context.Context) error { return ping(ctx, addr, opts.Password) },
+		Ready: func(ctx context.Context) error { return ping(ctx, addr, opts.Password, r.TLS) },
 	})
 	return r, err
 }
 
 // Client returns a new fail-fast go-redis client for this server; close it.
-func (r *Redis) Client() *redis.Client { return NewClient(r.Addr(), r.Password) }
+func (r *Redis) Client() *redis.Client { return NewTLSClient(r.Addr(), r.Password, r.TLS) }
 
 // Info returns INFO section as a map.
 func (r *Redis) Info(ctx context.Context, section string) (map[string]string, error) {
@@ -111,7 +126,9 @@ func (r *Redis) Info(ctx context.Context, section string) (map[string]string, er
 }
 
 // Role is "master" or "slave", from INFO replication.
-func (r *Redis) Role(ctx context.Context) (string, error) { return roleOf(ctx, r.Addr(), r.Password) }
+func (r *Redis) Role(ctx context.Context) (string, error) {
+	return roleOf(ctx, r.Addr(), r.Password, r.TLS)
+}
 
 // WaitReplicaLinked waits until this replica reports master_link_status:up.
 func (r *Redis) WaitReplicaLinked(ctx context.Context) error {
@@ -138,8 +155,8 @@ func (r *Redis) WaitRole(ctx context.Context, role string) error {
 	})
 }
 
-func ping(ctx context.Context, addr, password string) error {
-	cl := NewClient(addr, password)
+func ping(ctx context.Context, addr, password string, tc *tls.Config) error {
+	cl := NewTLSClient(addr, password, tc)
 	defer cl.Close()
 	return cl.Ping(ctx).Err()
 }
@@ -173,12 +190,19 @@ type SentinelOptions struct {
 	// Sentinel accepts hostnames (in SENTINEL MONITOR, from replicas'
 	// replica-announce-ip) and reports nodes by them.
 	Hostnames bool
+	// TLS, when set, makes the Sentinel serve TLS only with a certificate
+	// from this CA and talk TLS to the nodes it monitors and to the other
+	// Sentinels, as RedisOptions.TLS does.
+	TLS *CA
 }
 
 // Sentinel is a running redis-sentinel.
 type Sentinel struct {
 	*Process
 	opts SentinelOptions
+	// TLS is the client config the helpers reach a TLS-only Sentinel with
+	// (nil: plain TCP).
+	TLS *tls.Config
 }
 
 // StartSentinel starts a redis-sentinel on a new host and waits until it
@@ -220,6 +244,13 @@ func (c *Cluster) StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 		lines = append(lines, "requirepass "+opts.RequirePass, "sentinel sentinel-pass "+opts.RequirePass)
 	}
 	s := &Sentinel{opts: opts}
+	if opts.TLS != nil {
+		tlsLines, tc, err := tlsServer(opts.TLS, name, ip, port, "")
+		if err != nil {
+			return nil, err
+		}
+		lines, s.TLS = append(lines, tlsLines...), tc
+	}
 	for _, m := range opts.Monitors {
 		kv, err := s.settings(m)
 		if err != nil {
@@ -237,7 +268,7 @@ func (c *Cluster) StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	s.Process, err = c.Start(ProcessSpec{
 		Name: name, Argv: []string{"redis-sentinel", conf}, IP: ip, Ports: []int{port},
-		Ready: func(ctx context.Context) error { return ping(ctx, addr, opts.RequirePass) },
+		Ready: func(ctx context.Context) error { return ping(ctx, addr, opts.RequirePass, s.TLS) },
 	})
 	return s, err
 }
@@ -266,7 +297,7 @@ func (s *Sentinel) settings(m Monitor) ([]string, error) {
 
 // Client returns a new fail-fast Sentinel client; close it.
 func (s *Sentinel) Client() *redis.SentinelClient {
-	return redis.NewSentinelClient(clientOptions(s.Addr(), s.opts.RequirePass))
+	return redis.NewSentinelClient(withTLS(clientOptions(s.Addr(), s.opts.RequirePass), s.TLS))
 }
 
 // Monitor makes the running Sentinel watch one more master (SENTINEL MONITOR,

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +38,21 @@ func (e RedisError) Error() string { return string(e) }
 // every connection with HELLO, on which twemproxy closes the connection; use it
 // to talk to nutcracker pools.
 func Do(ctx context.Context, addr string, args ...string) (any, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	return DoTLS(ctx, addr, nil, args...)
+}
+
+// DoTLS is Do over TLS with tc (nil: plain TCP), for a TLS-only Redis or
+// Sentinel (their handles' TLS field).
+func DoTLS(ctx context.Context, addr string, tc *tls.Config, args ...string) (any, error) {
+	var conn net.Conn
+	var err error
+	if tc != nil {
+		d := tls.Dialer{Config: tc}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strconv"
 	"sync"
@@ -29,6 +30,10 @@ type ShardOptions struct {
 	// master by it with resolve-hostnames and announce-hostnames on, so
 	// that Sentinel reports every node by hostname.
 	Hosts *Hosts
+	// TLS puts every node and every new Sentinel on TLS only, with
+	// certificates from this CA (RedisOptions.TLS); Use Sentinels must
+	// have been started with the same CA.
+	TLS *CA
 }
 
 // Shard is a master, its replicas and the Sentinels that watch them.
@@ -57,11 +62,11 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 	defer cancel()
 	s := &Shard{Name: opts.Name, Quorum: opts.Quorum}
 	var err error
-	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts}); err != nil {
+	if s.Master, err = c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts, TLS: opts.TLS}); err != nil {
 		return nil, err
 	}
 	for range opts.Replicas {
-		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Announced(), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts})
+		r, err := c.StartRedis(RedisOptions{Name: c.nextName(opts.Name), ReplicaOf: s.Master.Announced(), Password: opts.Password, Extra: opts.RedisExtra, Hosts: opts.Hosts, TLS: opts.TLS})
 		if err != nil {
 			return nil, err
 		}
@@ -86,6 +91,7 @@ func (c *Cluster) StartShard(opts ShardOptions) (*Shard, error) {
 		s.Sentinels, err = c.StartSentinels(opts.Sentinels, SentinelOptions{
 			Monitors: []Monitor{mon}, DownAfter: opts.DownAfter, FailoverTimeout: opts.FailoverTimeout, Password: opts.Password,
 			Hostnames: opts.Hosts != nil,
+			TLS:       opts.TLS,
 		})
 		if err != nil {
 			return nil, err
@@ -162,7 +168,7 @@ func (s *Shard) WaitFailover(ctx context.Context, oldAddr string) (string, error
 		if a == oldAddr {
 			return fmt.Errorf("the Sentinels still name %s", a)
 		}
-		role, err := roleOf(ctx, a, s.Master.Password)
+		role, err := roleOf(ctx, a, s.Master.Password, s.Master.TLS)
 		if err != nil {
 			return err
 		}
@@ -198,8 +204,8 @@ func (s *Shard) WaitSentinelsDiscovered(ctx context.Context) error {
 	return nil
 }
 
-func roleOf(ctx context.Context, addr, password string) (string, error) {
-	cl := NewClient(addr, password)
+func roleOf(ctx context.Context, addr, password string, tc *tls.Config) (string, error) {
+	cl := NewTLSClient(addr, password, tc)
 	defer cl.Close()
 	s, err := cl.Info(ctx, "replication").Result()
 	if err != nil {
