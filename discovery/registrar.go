@@ -132,8 +132,10 @@ func (o *RegistrarOptions) setDefaults() {
 //  4. r.hb.mu guards the heartbeat's state word; it is never held across a
 //     write, so reading it (every sync does) never waits.
 //
-// The Consul agent syncs each write to its servers before it answers, so
-// when Update returns the change is in the catalog and in DNS.
+// A Consul agent that knows a server syncs each write to it before it
+// answers, so when Update returns the change is in the catalog and in DNS.
+// One without a server answers 200 all the same: each change is therefore
+// read back from the catalog until it is there (registrar_confirm.go).
 type Registrar struct {
 	opts  RegistrarOptions
 	agent *api.Agent

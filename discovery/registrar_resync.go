@@ -31,7 +31,7 @@ func (r *Registrar) refresh(ctx context.Context) {
 		e.mu.Lock()
 		due := !e.have.registered || time.Since(e.have.refreshed)+tick > e.have.ttl/3 ||
 			newReason(e.have.output, e.want.health.Output)
-		if !e.removed && e.retry.dueAt.IsZero() && due {
+		if !e.removed && (e.retry.dueAt.IsZero() || e.confirm.pending()) && due {
 			_ = r.syncLocked(ctx, e, true)
 		}
 		e.mu.Unlock()
@@ -68,7 +68,7 @@ func (r *Registrar) retryDue(ctx context.Context) time.Time {
 		e.mu.Lock()
 		if !e.removed && !e.retry.dueAt.IsZero() {
 			if !time.Now().Before(e.retry.dueAt) {
-				_ = r.syncLocked(ctx, e, false)
+				r.syncOrConfirm(ctx, e)
 			}
 			if d := e.retry.dueAt; !d.IsZero() && (next.IsZero() || d.Before(next)) {
 				next = d

@@ -30,6 +30,7 @@ type entry struct {
 	have held
 
 	retry     retryState
+	confirm   confirmState
 	heartbeat bool // this is the heartbeat itself
 	removed   bool
 	view      atomic.Pointer[RegistrationStatus]
@@ -81,10 +82,21 @@ func (r *Registrar) syncLocked(ctx context.Context, e *entry, refreshTTL bool) e
 	if ctx.Err() == nil { // a stopping agent's cancelled write is no failure to report
 		r.noteResult(e, err)
 	}
-	if err != nil {
+	switch {
+	case err != nil && e.needsWrite():
+		// A change Consul lacks (a role change): DNS answers the old
+		// state meanwhile, so retry at once, not with backoff.
+		e.retry.backoff.Next()
+		e.retry.dueAt = time.Now().Add(confirmEvery)
+		r.poke()
+	case err != nil:
 		e.retry.dueAt = time.Now().Add(e.retry.backoff.Next())
 		r.poke()
-	} else {
+	case e.confirm.pending():
+		e.retry.backoff.Reset()
+		e.retry.dueAt = time.Now().Add(confirmEvery)
+		r.poke()
+	default:
 		e.retry.backoff.Reset()
 		e.retry.dueAt = time.Time{}
 	}
@@ -248,6 +260,9 @@ func (r *Registrar) register(ctx context.Context, e *entry, alias string) error 
 		return r.explain("register", s, err)
 	}
 	now := time.Now()
+	if !resend {
+		e.confirm.need()
+	}
 	e.have.registered, e.have.svc = true, s
 	e.have.ttl, e.have.aliased, e.have.refreshed, e.have.wrote = ttl, alias != "", now, now
 	if resend {
@@ -277,6 +292,9 @@ func (r *Registrar) updateTTL(ctx context.Context, e *entry) error {
 	}
 	prev := e.have.status
 	now := time.Now()
+	if prev != h.Status {
+		e.confirm.need()
+	}
 	e.have.status, e.have.output, e.have.refreshed, e.have.wrote = h.Status, h.Output, now, now
 	telemetry.SetOneOf(r.opts.Metrics.CheckStatus, []string{id}, h.Status,
 		api.HealthPassing, api.HealthWarning, api.HealthCritical)
