@@ -77,9 +77,17 @@ func (r *Registrar) confirmInCatalog(ctx context.Context, e *entry) bool {
 	qctx, cancel := context.WithTimeout(ctx, r.opts.WriteTimeout)
 	defer cancel()
 	q := (&api.QueryOptions{RequireConsistent: true, Filter: fmt.Sprintf("Service.ID == %q", e.have.svc.ID)}).WithContext(qctx)
-	entries, _, err := r.opts.Client.Health().Service(e.have.svc.Name, "", false, q)
+	entries, meta, err := r.opts.Client.Health().Service(e.have.svc.Name, "", false, q)
 	if err != nil {
 		r.log.Debug("read the registration back from the catalog", "service_id", e.want.svc.ID, "error", err)
+		return true
+	}
+	if meta != nil && meta.ResultsFilteredByACLs {
+		// A token that may not read its own registration back cannot tell
+		// "not synced yet" from "hidden": writing again every confirmEvery
+		// would be a storm of writes for nothing. Stop reading back.
+		r.log.Debug("the ACL token may not read the registration back; not confirming it", "service_id", e.want.svc.ID)
+		e.confirm = confirmState{}
 		return true
 	}
 	for _, se := range entries {
