@@ -41,6 +41,7 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 			m.undoPromotion(name, "+switch-master names "+to)
 		}
 		delete(m.failovers, name) // announced: nothing left to follow
+		m.publishFailover(name, nil, FailoverAnnounced, to)
 	}
 	if p, ok := m.pending[name]; ok && addr.Same(p.addr, to) {
 		return

@@ -72,22 +72,26 @@ func (m *Monitor) followFailover(ctx context.Context, e Event, msg sentinelMsg) 
 			m.undoPromotion(name, fmt.Sprintf("a newer failover (epoch %d) started", epoch))
 		}
 		m.failovers[name] = &failover{epoch: epoch, leader: msg.from, old: e.MasterAddr, phase: e.Type, started: msg.at}
+		m.publishFailover(name, m.failovers[name], "", "")
 		m.log.Info("failover: leader elected", "master_name", name, "epoch", epoch, "leader", msg.from, "old_master", e.MasterAddr)
 	case fo == nil || !addr.Same(fo.leader, msg.from):
 		return // not the leader of the failover being followed
 	case e.Type == "+selected-slave":
 		fo.selected, fo.phase = e.InstanceAddr, e.Type
 		m.log.Info("failover: replica selected", "master_name", name, "epoch", fo.epoch, "replica", e.InstanceAddr)
+		m.publishFailover(name, fo, "", "")
 		m.confirmPromotion(ctx, name, fo)
 	case strings.HasPrefix(e.Type, "-failover-abort-"):
 		delete(m.failovers, name)
 		m.log.Warn("failover aborted", "master_name", name, "epoch", fo.epoch, "reason", e.Type)
+		m.publishFailover(name, nil, FailoverAborted, e.Type)
 		if fo.promoted {
 			m.undoPromotion(name, "the failover aborted ("+e.Type+")")
 		}
 	default:
 		fo.phase = e.Type
 		m.log.Debug("failover phase", "master_name", name, "epoch", fo.epoch, "phase", e.Type)
+		m.publishFailover(name, fo, "", "")
 	}
 }
 
@@ -120,6 +124,7 @@ func (m *Monitor) applyPromotion(c confirmResult) {
 		return
 	}
 	fo.promoted = true
+	m.publishFailover(c.name, fo, "", "")
 	m.log.Info("failover: promotion confirmed", "master_name", c.name, "epoch", c.epoch, "new_master", c.addr, "old_master", c.old)
 	m.opts.Journal.Add(telemetry.Event{
 		Time: c.at, Kind: telemetry.KindTruth, Type: "promotion", Subject: c.name,

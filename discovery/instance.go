@@ -79,6 +79,16 @@ type InstanceOptions struct {
 	Truth    TruthSource // required: usually the Monitor
 	Registry Registry    // required: usually the Registrar
 
+	// PauseWrites makes the agent beside a master that Sentinel fails over
+	// stop it acknowledging writes (CLIENT PAUSE WRITE, renewed every
+	// third of PauseSlice, default 300ms) until it is a replica of the new
+	// master or the failover aborts, and withdraw its master tag at that
+	// moment (see pauseStep). Failovers is required with it: usually the
+	// Monitor, which must follow promotions or announcements alike.
+	PauseWrites bool
+	PauseSlice  time.Duration
+	Failovers   FailoverSource
+
 	// Logger is used as is: pass the agent's
 	// logger.Named(telemetry.LogRedis).With("service_id", ...). Metrics is
 	// required and shared by the whole agent (telemetry.Discard() records
@@ -103,6 +113,11 @@ type InstanceStatus struct {
 	Version    string
 	Updated    time.Time
 	LastError  string
+	// WritesPaused is set while the agent holds this Redis's writes paused
+	// during a failover of it, since PausedSince, for PauseWhy.
+	WritesPaused bool
+	PausedSince  time.Time
+	PauseWhy     string
 }
 
 // Instance keeps one local Redis registered with the role the Sentinel
@@ -120,6 +135,8 @@ type Instance struct {
 	// names resolves the hostnames Sentinel may report; only the Run
 	// loop touches it.
 	names *nameResolver
+	// pause is nil unless PauseWrites; its changed channel wakes Run.
+	pause *pauser
 
 	mu       sync.Mutex
 	status   InstanceStatus
@@ -168,6 +185,12 @@ func NewInstance(o InstanceOptions) (*Instance, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
+	if o.PauseWrites && o.Failovers == nil {
+		return nil, fmt.Errorf("redis instance %s: pausing writes needs a failover source", o.Address)
+	}
+	if o.PauseSlice <= 0 {
+		o.PauseSlice = defaultPauseSlice
+	}
 	id := consulname.ServiceID(o.Service, o.Announce)
 	i := &Instance{
 		opts:  o,
@@ -177,6 +200,13 @@ func NewInstance(o InstanceOptions) (*Instance, error) {
 		port:  port,
 		self:  []string{o.Announce, o.Address},
 		names: newNameResolver(o.Timeout, nameTTL, o.Logger),
+	}
+	if o.PauseWrites {
+		i.pause = &pauser{
+			masterName: o.MasterName, id: id, self: i.self, slice: o.PauseSlice, timeout: o.Timeout,
+			truth: o.Truth, failovers: o.Failovers, names: newNameResolver(o.Timeout, nameTTL, o.Logger),
+			log: o.Logger, metrics: o.Metrics, journal: o.Journal, changed: make(chan struct{}, 1),
+		}
 	}
 	i.status = InstanceStatus{
 		Node: o.Node, Address: o.Address, Announce: o.Announce, ServiceID: id, MasterName: o.MasterName, Role: consulname.RoleUnknown,
@@ -205,6 +235,17 @@ func (i *Instance) Status() InstanceStatus {
 func (i *Instance) Run(ctx context.Context) error {
 	i.client = redis.NewClient(failFast(i.opts.Address, i.opts.Username, i.opts.Password, i.opts.TLSConfig, i.opts.Timeout, 2))
 	defer i.client.Close()
+	var paused <-chan struct{}
+	if p := i.pause; p != nil {
+		p.client = redis.NewClient(failFast(i.opts.Address, i.opts.Username, i.opts.Password, i.opts.TLSConfig, i.opts.Timeout, 1))
+		paused = p.changed
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			p.run(ctx)
+		}()
+	}
 	notify, unsubscribe := i.opts.Truth.Subscribe()
 	defer unsubscribe()
 	if !i.waitFirstTruth(ctx, notify) {
@@ -221,6 +262,8 @@ func (i *Instance) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			i.evaluate(ctx, "tick")
+		case <-paused:
+			i.evaluate(ctx, "write pause")
 		case <-notify:
 			t := i.truth()
 			i.mu.Lock()
@@ -300,7 +343,11 @@ func (i *Instance) decide(ctx context.Context) (LocalState, Master, Decision) {
 	if d.Role == consulname.RoleMaster && d.Status == api.HealthPassing {
 		i.confirmed = time.Now()
 	}
-	return local, truth, guardStale(d, time.Since(i.confirmed), i.opts.StaleMasterGrace)
+	d = guardStale(d, time.Since(i.confirmed), i.opts.StaleMasterGrace)
+	if ps := i.pause.current(); ps.Active {
+		d = pausedDecision(d, ps.Why)
+	}
+	return local, truth, d
 }
 
 // holdsMaster reports whether Consul has this node with the master tag.
@@ -358,6 +405,8 @@ func (i *Instance) publish(ctx context.Context, d Decision, local LocalState, tr
 		i.status.Truth = truth.Addr + " (" + truth.Source + ")"
 	}
 	i.status.Updated = now
+	ps := i.pause.current()
+	i.status.WritesPaused, i.status.PausedSince, i.status.PauseWhy = ps.Active, ps.Since, ps.Why
 	if err == nil {
 		i.lastRole = d.Role
 		i.status.LastError = ""

@@ -130,6 +130,7 @@ type Monitor struct {
 	mu       sync.RWMutex
 	masters  map[string]Master
 	statuses map[string]SentinelStatus
+	foViews  map[string]FailoverView // by master name: see failover_view.go
 
 	subMu   sync.Mutex
 	subs    map[int]chan struct{}
@@ -175,6 +176,7 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		discovered: make(chan []string, 1),
 		masters:    make(map[string]Master),
 		statuses:   make(map[string]SentinelStatus),
+		foViews:    make(map[string]FailoverView),
 		subs:       make(map[int]chan struct{}),
 		sentinels:  make(map[string]*sentinel),
 		truth:      make(map[string]*truthState),

@@ -17,6 +17,7 @@ const (
 	KindConsul    Kind = "consul"    // a registration or check changed in Consul
 	KindTwemproxy Kind = "twemproxy" // a pipeline run, restart, rollback
 	KindAgent     Kind = "agent"     // start, reload, stop
+	KindRedis     Kind = "redis"     // the agent acted on a local Redis (a write pause)
 )
 
 // Event levels, how loud an Event is; an empty Level is recorded as

@@ -45,6 +45,11 @@ type Metrics struct {
 	ProxyPipelineFailures *prometheus.CounterVec
 	// BuildInfo is the usual constant 1 labelled with the build.
 	BuildInfo *prometheus.GaugeVec
+	// WritePauseActive is 1 while the agent holds a local Redis's writes
+	// paused (CLIENT PAUSE WRITE) during a failover of it; WritePauses
+	// counts those pauses, by service ID.
+	WritePauseActive *prometheus.GaugeVec
+	WritePauses      *prometheus.CounterVec
 }
 
 // reactionBuckets cover a millisecond-scale reaction up to a slow restart.
@@ -111,11 +116,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "build_info",
 			Help: "Build of the running agent; always 1.",
 		}, []string{"version", "commit", "goversion"}),
+		WritePauseActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "write_pause_active",
+			Help: "1 while the agent keeps a local Redis from acknowledging writes (CLIENT PAUSE WRITE) because Sentinel is failing it over.",
+		}, []string{"service_id"}),
+		WritePauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "write_pauses_total",
+			Help: "Write pauses the agent put on a local Redis during a failover of it.",
+		}, []string{"service_id"}),
 	}
 	reg.MustRegister(m.RedisRole, m.CheckStatus, m.SentinelUp, m.SentinelEvents,
 		m.Failovers, m.ConsulWrites, m.ConsulWriteFailures, m.Reaction,
 		m.ProxyRestarts, m.ProxyRollbacks, m.ProxyRestartDuration,
-		m.ProxyConfigWrites, m.ProxyPipelineFailures, m.BuildInfo)
+		m.ProxyConfigWrites, m.ProxyPipelineFailures, m.BuildInfo,
+		m.WritePauseActive, m.WritePauses)
 	return m
 }
 

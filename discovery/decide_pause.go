@@ -1,0 +1,108 @@
+package discovery
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+)
+
+// pauseInput is what pauseStep decides on: the newest failover the Monitor
+// followed for this node's master name, the truth, what the local Redis
+// says, and the pause this node holds.
+type pauseInput struct {
+	Failover    FailoverView
+	HasFailover bool
+	Truth       Master
+	Local       roleInfo
+	LocalErr    error // ROLE could not be read
+	Names       Names
+	Now         time.Time
+
+	Paused      bool
+	PausedEpoch uint64
+	PausedSince time.Time
+}
+
+// pauseAction is what pauseStep rules.
+type pauseAction int
+
+const (
+	pauseNone pauseAction = iota // nothing to do (not paused, no reason to be)
+	pauseHold                    // pause now, or renew the pause held
+	pauseLift                    // lift the pause held
+)
+
+// pauseLinger bounds a pause past its failover's timeout: Sentinel turns an
+// old master that answered into a replica of the new one some seconds
+// after it announced the switch; a pause that outlives this is lifted, so
+// that an agent cannot keep a master paused for ever.
+const pauseLinger = 30 * time.Second
+
+// pauseStep is the zero-loss rule for the master of a planned failover.
+//
+//   - Not paused: pause when the leader of a running failover names this
+//     node the master being failed over (from +elected-leader on, before it
+//     can select and promote a replica), the selected replica is not this
+//     node, and the local Redis still says master. Every write it would
+//     acknowledge from then on could be lost when it resyncs as a replica.
+//   - Paused: lift at once when the local Redis is a replica (Sentinel
+//     reconfigured it: it accepts no writes and lost nothing acknowledged
+//     during the pause), when the failover aborted, or when the failover's
+//     timeout has passed with the truth naming this node again. Hold (renew)
+//     while the failover runs, and after it was announced while the local
+//     Redis is still master (Sentinel is about to convert it). Past
+//     failover-timeout + pauseLinger from the start of the pause, lift: the
+//     agent never keeps a master paused without a bound.
+//   - Unreadable Redis while paused: hold; the renewal either works or
+//     fails, and a Redis that restarted is not paused anyway.
+func pauseStep(in pauseInput) (pauseAction, string) {
+	fo := in.Failover
+	if !in.Paused {
+		switch {
+		case !in.HasFailover || fo.Outcome != FailoverRunning || in.LocalErr != nil:
+			return pauseNone, ""
+		case !in.Names.IsSelf(fo.Old) || (fo.Selected != "" && in.Names.IsSelf(fo.Selected)):
+			return pauseNone, ""
+		case in.Local.Role != consulname.RoleMaster:
+			return pauseNone, ""
+		case fo.Timeout > 0 && in.Now.After(fo.Started.Add(fo.Timeout)):
+			return pauseNone, ""
+		}
+		return pauseHold, fmt.Sprintf("Sentinel is failing this master over (epoch %d, %s)", fo.Epoch, fo.Phase)
+	}
+	timeout := fo.Timeout
+	if timeout <= 0 {
+		timeout = defaultFailoverTimeout
+	}
+	switch {
+	case in.LocalErr == nil && in.Local.Role == consulname.RoleReplica:
+		return pauseLift, "it is a replica of " + in.Local.MasterAddr + " now"
+	case in.Now.After(in.PausedSince.Add(timeout + pauseLinger)):
+		return pauseLift, fmt.Sprintf("paused for %s, past the failover timeout (%s) and %s more: lifting it although Redis is still %s",
+			in.Now.Sub(in.PausedSince).Round(time.Millisecond), timeout, pauseLinger, orDash(in.Local.Role))
+	case !in.HasFailover:
+		return pauseHold, ""
+	case fo.Epoch != in.PausedEpoch && !in.Names.IsSelf(fo.Old):
+		return pauseLift, fmt.Sprintf("a newer failover (epoch %d) concerns %s", fo.Epoch, fo.Old)
+	case fo.Outcome == FailoverAborted:
+		return pauseLift, "the failover aborted (" + fo.Why + ")"
+	case fo.Outcome == FailoverRunning && in.Now.After(fo.Started.Add(timeout)) && in.Truth.Known() && in.Names.IsSelf(in.Truth.Addr):
+		return pauseLift, "the failover timed out and Sentinel still names this node"
+	}
+	return pauseHold, ""
+}
+
+// pausedDecision is the decision for a Redis whose writes the agent paused:
+// no role tag, critical, so that DNS stops answering it as master at the
+// moment it stops acknowledging writes. A paused Redis that is no longer a
+// master (it became a replica) keeps what Decide said.
+func pausedDecision(d Decision, why string) Decision {
+	if d.Role != consulname.RoleMaster {
+		return d
+	}
+	return Decision{Role: consulname.RoleUnknown, Status: api.HealthCritical,
+		Why: "writes paused (CLIENT PAUSE WRITE): " + why + "; master tag withdrawn until Sentinel makes it a replica; " + d.Why}
+}
