@@ -114,7 +114,8 @@ func New(o Options) (*Agent, error) {
 	mo := discovery.MonitorOptions{
 		Addresses: c.Sentinel.Addresses, Username: c.Sentinel.Username, Password: c.Sentinel.Password,
 		TLSConfig: sentinelTLS, QueryTimeout: c.Timing.SentinelTimeout.D(), ResyncInterval: c.Timing.SentinelResync.D(),
-		Logger: o.Logger.Named(telemetry.LogSentinel), Metrics: a.metrics, Journal: a.journal,
+		FollowPromotion: c.Failover.ActOn == config.ActOnPromotion,
+		Logger:          o.Logger.Named(telemetry.LogSentinel), Metrics: a.metrics, Journal: a.journal,
 	}
 	if c.Sentinel.ConsulService != "" {
 		mo.Discover = discovery.ConsulSentinels(client, c.Sentinel.ConsulService)
@@ -239,6 +240,9 @@ func restartOnly(old, c *config.Config) []string {
 	if old.Timing != c.Timing {
 		out = append(out, "timing")
 	}
+	if old.Failover != c.Failover {
+		out = append(out, "failover")
+	}
 	if old.NodeName != c.NodeName {
 		out = append(out, "node_name")
 	}
@@ -318,6 +322,7 @@ func (a *Agent) startRedis(id string, r config.Redis, c *config.Config) (compone
 		// heartbeat TTL expires (its agent has the same consul.ttl).
 		HandoffLimit: c.Consul.TTL.D() + c.Timing.MasterHandoff.D(),
 		Truth:        a.monitor, Registry: a.registrar,
+		PauseWrites: bool(c.Failover.PauseWrites), PauseSlice: c.Failover.PauseSlice.D(), Failovers: a.monitor,
 		Logger: a.opts.Logger.Named(telemetry.LogRedis).With("service_id", id, "address", r.Address), Metrics: a.metrics, Journal: a.journal,
 	})
 	if err != nil {

@@ -76,10 +76,14 @@ func (a *Agent) sentinelViews() ([]status.Sentinel, []status.Master) {
 // statusInstance maps a local Redis; service names the Consul service of
 // its announce address.
 func statusInstance(st discovery.InstanceStatus, service func(announce string) string) status.Instance {
-	return status.Instance{
+	in := status.Instance{
 		ServiceID: st.ServiceID, Service: service(st.Announce), Address: st.Address, Announce: st.Announce,
 		MasterName: st.MasterName, Role: st.Role, Status: st.Status, Why: st.Output, Since: st.Updated,
 	}
+	if st.WritesPaused {
+		in.WritePause = &status.WritePause{Since: st.PausedSince, Why: st.PauseWhy}
+	}
+	return in
 }
 
 func statusLocalSentinel(st discovery.SentinelInstanceStatus) status.LocalSentinel {

@@ -28,6 +28,7 @@ type Config struct {
 	Sentinels []LocalSentinel `yaml:"sentinels"`
 	Twemproxy []Twemproxy     `yaml:"twemproxy"`
 	HAProxy   []HAProxy       `yaml:"haproxy"`
+	Failover  Failover        `yaml:"failover"`
 	HTTP      HTTP            `yaml:"http"`
 	Log       Log             `yaml:"log"`
 	Timing    Timing          `yaml:"timing"`
@@ -157,6 +158,71 @@ type Wait struct {
 	Settle Duration `yaml:"settle"`
 }
 
+// Failover says what the agent acts on during a Sentinel failover.
+type Failover struct {
+	// ActOn is ActOnPromotion (the replica the leader Sentinel selected,
+	// the moment it answers ROLE master) or ActOnAnnouncement (the
+	// +switch-master, or a Sentinel majority).
+	ActOn string `yaml:"act_on"`
+	// PauseWrites makes the agent beside an outgoing master that is still
+	// alive pause its writes (CLIENT PAUSE WRITE) until Sentinel makes it a
+	// replica or the failover aborts, so that no acknowledged write is lost
+	// in a planned failover. A Flag so that a bad value names its key.
+	PauseWrites Flag `yaml:"pause_writes"`
+	// PauseSlice is the length of each CLIENT PAUSE, renewed every third
+	// of it: how long Redis stays paused after an agent that dies.
+	PauseSlice Duration `yaml:"pause_slice"`
+}
+
+// Values of failover.act_on.
+const (
+	ActOnPromotion    = "promotion"
+	ActOnAnnouncement = "announcement"
+)
+
+// Flag is a YAML boolean that only true and false spell: "yes please" is
+// an error, never false.
+type Flag bool
+
+// UnmarshalYAML decodes the failover section key by key, so that a bad
+// value is reported with its line and its key (failover.pause_writes),
+// and an unknown key as in every other section.
+func (f *Failover) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: failover: want a mapping", n.Line)}}
+	}
+	var errs []string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		var err error
+		switch k.Value {
+		case "act_on":
+			err = v.Decode(&f.ActOn)
+		case "pause_slice":
+			err = f.PauseSlice.UnmarshalYAML(v)
+		case "pause_writes":
+			if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" || (v.Value != "true" && v.Value != "false") {
+				errs = append(errs, fmt.Sprintf("line %d: failover.pause_writes: %q: want true or false", v.Line, v.Value))
+				continue
+			}
+			f.PauseWrites = Flag(v.Value == "true")
+		default:
+			errs = append(errs, fmt.Sprintf("line %d: unknown key %q in failover", k.Line, k.Value))
+			continue
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			errs = append(errs, te.Errors...)
+		} else if err != nil {
+			errs = append(errs, fmt.Sprintf("line %d: failover.%s: %v", v.Line, k.Value, err))
+		}
+	}
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	return nil
+}
+
 // HTTP is the status API, metrics and dashboard listener.
 type HTTP struct {
 	Address string `yaml:"address"`
@@ -226,8 +292,9 @@ func Defaults() Config {
 			TTL:             Duration(10 * time.Second),
 			DeregisterAfter: Duration(10 * time.Minute),
 		},
-		HTTP: HTTP{Address: "127.0.0.1:8765"},
-		Log:  Log{Level: "info", Format: "text"},
+		HTTP:     HTTP{Address: "127.0.0.1:8765"},
+		Failover: Failover{ActOn: ActOnPromotion, PauseWrites: true, PauseSlice: Duration(300 * time.Millisecond)},
+		Log:      Log{Level: "info", Format: "text"},
 		Timing: Timing{
 			Tick:             Duration(time.Second),
 			SentinelTimeout:  Duration(300 * time.Millisecond),
@@ -348,7 +415,7 @@ var unknownKeyRe = regexp.MustCompile(`^line (\d+): field (\S+) not found in typ
 var sections = map[string]string{
 	"Config": "the top level", "Consul": "consul", "Sentinel": "sentinel", "TLS": "a tls section",
 	"Redis": "a redis entry", "LocalSentinel": "a sentinels entry", "Twemproxy": "a twemproxy entry",
-	"Restart": "twemproxy restart", "Wait": "twemproxy wait", "HTTP": "http", "Log": "log", "Timing": "timing",
+	"Restart": "twemproxy restart", "Wait": "twemproxy wait", "HTTP": "http", "Log": "log", "Timing": "timing", "Failover": "failover",
 	"HAProxy": "a haproxy entry", "HAProxyServer": "a haproxy server", "HAProxyFrontend": "a haproxy frontend",
 }
 

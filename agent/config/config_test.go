@@ -59,6 +59,13 @@ timing:
 	if tw.Restart.Mode != RestartSupervise || tw.Service != "twemproxy" || tw.Wait.Max.D() != 200*time.Millisecond {
 		t.Errorf("twemproxy defaults: %+v", tw)
 	}
+	if f := c.Failover; f.ActOn != ActOnPromotion || !f.PauseWrites || f.PauseSlice.D() != 300*time.Millisecond {
+		t.Errorf("failover defaults: %+v, want promotion, pause_writes true, 300ms slices", f)
+	}
+	off := writeFile(t, dir, "off.yml", "sentinel: {addresses: [127.0.0.1:2]}\nredis: [{address: 127.0.0.1:1, master_name: m}]\nfailover: {act_on: announcement, pause_writes: false}\n")
+	if c, err := Load(off, noEnv, Overrides{}); err != nil || c.Failover.ActOn != ActOnAnnouncement || c.Failover.PauseWrites {
+		t.Errorf("failover: {act_on: announcement, pause_writes: false} = %+v, %v", c.Failover, err)
+	}
 	if c.Timing.Tick.D() != 500*time.Millisecond || c.HTTP.Address != "127.0.0.1:8765" {
 		t.Errorf("timing/http: %+v %+v", c.Timing, c.HTTP)
 	}
@@ -110,6 +117,11 @@ func TestProblems(t *testing.T) {
 		{"secret file", "sentinel: {addresses: [127.0.0.1:2], password_file: /nonexistent/pw}\nredis: [{address: 127.0.0.1:1, master_name: m}]", []string{`sentinel.password_file: cannot read "/nonexistent/pw"`}},
 		{"duplicate announce", "sentinel: {addresses: [127.0.0.1:2]}\nredis: [{address: 127.0.0.1:1, master_name: m}, {address: 127.0.0.1:1, master_name: m}]", []string{`redis[1].announce: "127.0.0.1:1" is also redis[0]`}},
 		{"malformed yaml", "redis: [", []string{"malformed YAML"}},
+		{"failover", "sentinel: {addresses: [127.0.0.1:2]}\nredis: [{address: 127.0.0.1:1, master_name: m}]\nfailover: {act_on: soon, pause_writes: maybe, pause_slice: 1ms, bogus: 1}",
+			[]string{`failover.act_on: "soon": want promotion or announcement`, `failover.pause_writes: "maybe": want true or false`,
+				"failover.pause_slice: 1ms: want 50ms to 5s", `unknown key "bogus" in failover`}},
+		{"failover pause_writes as a string", "sentinel: {addresses: [127.0.0.1:2]}\nredis: [{address: 127.0.0.1:1, master_name: m}]\nfailover: {pause_writes: \"false\"}",
+			[]string{`failover.pause_writes: "false": want true or false`}},
 		{"redis_auth secret file", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {password_file: /nonexistent/rpw}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{`sentinel.redis_auth.password_file: cannot read "/nonexistent/rpw"`}},
 		{"redis_auth user without password", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {username: agent}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{`sentinel.redis_auth.username: "agent" without password_file`}},
 		{"redis_auth tls", "sentinel: {addresses: [127.0.0.1:2], redis_auth: {tls: {ca_file: /tmp/ca.pem}}}\ntwemproxy: [{name: a, config_file: /tmp/x.yml}]", []string{"sentinel.redis_auth.tls: files given but enabled is false"}},

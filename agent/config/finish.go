@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Finish fills the defaults that depend on other values, reads the secret
@@ -219,6 +220,12 @@ func (c *Config) Finish() Problems {
 	}
 	if c.Timing.TruthWait < 0 {
 		bad("timing.truth_wait", "%s: must be 0 (do not wait) or positive", c.Timing.TruthWait.D())
+	}
+	if c.Failover.ActOn != ActOnPromotion && c.Failover.ActOn != ActOnAnnouncement {
+		bad("failover.act_on", "%q: want %s or %s", c.Failover.ActOn, ActOnPromotion, ActOnAnnouncement)
+	}
+	if d := c.Failover.PauseSlice.D(); d < 50*time.Millisecond || d > 5*time.Second {
+		bad("failover.pause_slice", "%s: want 50ms to 5s (Redis stays paused this long after an agent that dies)", d)
 	}
 	if len(c.Redis)+len(c.Sentinels)+len(c.Twemproxy)+len(c.HAProxy) == 0 {
 		bad("redis/sentinels/twemproxy/haproxy", "nothing to do: list at least one local instance")

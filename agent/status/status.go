@@ -81,6 +81,15 @@ type Instance struct {
 	Status     string    `json:"status"` // passing, warning, critical
 	Why        string    `json:"why"`    // the check output
 	Since      time.Time `json:"since,omitzero"`
+	// WritePause is set while the agent keeps this Redis from
+	// acknowledging writes during a failover of it (CLIENT PAUSE WRITE).
+	WritePause *WritePause `json:"write_pause,omitempty"`
+}
+
+// WritePause is a write pause the agent holds on a local Redis.
+type WritePause struct {
+	Since time.Time `json:"since"`
+	Why   string    `json:"why"`
 }
 
 // LocalSentinel is one local Sentinel registered as redis-sentinel.
