@@ -30,9 +30,10 @@ type pauseInput struct {
 type pauseAction int
 
 const (
-	pauseNone pauseAction = iota // nothing to do (not paused, no reason to be)
-	pauseHold                    // pause now, or renew the pause held
-	pauseLift                    // lift the pause held
+	pauseNone   pauseAction = iota // nothing to do (not paused, no reason to be)
+	pauseHold                      // pause now, or renew the pause held
+	pauseLift                      // lift the pause held
+	pauseDemote                    // renew, and make the local Redis a replica of the announced master
 )
 
 // pauseLinger bounds a pause past its failover's timeout: Sentinel turns an
@@ -53,7 +54,11 @@ const pauseLinger = 30 * time.Second
 //     during the pause), when the failover aborted, or when the failover's
 //     timeout has passed with the truth naming this node again. Hold (renew)
 //     while the failover runs, and after it was announced while the local
-//     Redis is still master (Sentinel is about to convert it). Past
+//     Redis is still master. Once a +switch-master has been announced and
+//     the truth names its address, make the local Redis a replica of it
+//     (REPLICAOF, as Redis's own FAILOVER command does): Sentinel would do
+//     the same, but its reconfiguration shares a connection with its hello
+//     PUBLISH, which the pause holds back, so it cannot while paused. Past
 //     failover-timeout + pauseLinger from the start of the pause, lift: the
 //     agent never keeps a master paused without a bound.
 //   - Unreadable Redis while paused: hold; the renewal either works or
@@ -89,6 +94,9 @@ func pauseStep(in pauseInput) (pauseAction, string) {
 		return pauseLift, fmt.Sprintf("a newer failover (epoch %d) concerns %s", fo.Epoch, fo.Old)
 	case fo.Outcome == FailoverAborted:
 		return pauseLift, "the failover aborted (" + fo.Why + ")"
+	case fo.Outcome == FailoverAnnounced && in.LocalErr == nil && in.Local.Role == consulname.RoleMaster &&
+		in.Truth.Known() && in.Names.Same(in.Truth.Addr, fo.Why) && !in.Names.IsSelf(in.Truth.Addr):
+		return pauseDemote, in.Truth.Addr
 	case fo.Outcome == FailoverRunning && in.Now.After(fo.Started.Add(timeout)) && in.Truth.Known() && in.Names.IsSelf(in.Truth.Addr):
 		return pauseLift, "the failover timed out and Sentinel still names this node"
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -116,6 +117,36 @@ func (p *pauser) step(ctx context.Context) {
 		p.hold(ctx, fo, why)
 	case pauseLift:
 		p.lift(ctx, why)
+	case pauseDemote:
+		p.hold(ctx, fo, "")
+		p.demote(ctx, why)
+	}
+}
+
+// demote makes the paused local Redis a replica of master, the address a
+// +switch-master announced and the truth names. A Redis user without the
+// right lifts the pause instead, with one warning, so that Sentinel can
+// reconfigure the node itself (see pauseStep).
+func (p *pauser) demote(ctx context.Context, master string) {
+	host, port, err := addr.Split(master)
+	if err != nil {
+		p.lift(ctx, fmt.Sprintf("cannot make it a replica of %q: %v", master, err))
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	err = p.client.Do(rctx, "replicaof", host, strconv.Itoa(port)).Err()
+	cancel()
+	switch {
+	case err == nil:
+		p.log.Info("made the paused old master a replica of the announced master", "master_name", p.masterName, "master", master)
+		p.journal.Add(telemetry.Event{Kind: telemetry.KindRedis, Type: "replicaof", Subject: p.id,
+			Detail: "REPLICAOF " + master + " after the switch was announced, while writes were paused"})
+	case strings.HasPrefix(err.Error(), "NOPERM"):
+		p.log.Warn("cannot make the paused old master a replica: the Redis user may not run REPLICAOF; lifting the pause so that Sentinel can (grant +replicaof)",
+			"master_name", p.masterName, "error", err)
+		p.lift(ctx, "REPLICAOF refused ("+err.Error()+"): Sentinel reconfigures it")
+	default:
+		p.log.Warn("cannot make the paused old master a replica; retrying", "master_name", p.masterName, "master", master, "error", err)
 	}
 }
 
