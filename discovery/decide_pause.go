@@ -51,8 +51,9 @@ const pauseLinger = 30 * time.Second
 //     acknowledge from then on could be lost when it resyncs as a replica.
 //   - Paused: lift at once when the local Redis is a replica (Sentinel
 //     reconfigured it: it accepts no writes and lost nothing acknowledged
-//     during the pause), when the failover aborted, or when the failover's
-//     timeout has passed with the truth naming this node again. Hold (renew)
+//     during the pause), when the failover aborted, or when twice the
+//     failover timeout has passed since the election (failoverSpan) with
+//     the truth naming this node still. Hold (renew)
 //     while the failover runs, and after it was announced while the local
 //     Redis is still master. Once a +switch-master has been announced and
 //     the truth names its address, make the local Redis a replica of it
@@ -73,7 +74,7 @@ func pauseStep(in pauseInput) (pauseAction, string) {
 			return pauseNone, ""
 		case in.Local.Role != consulname.RoleMaster:
 			return pauseNone, ""
-		case fo.Timeout > 0 && in.Now.After(fo.Started.Add(fo.Timeout)):
+		case fo.Timeout > 0 && in.Now.After(fo.Started.Add(failoverSpan(fo.Timeout))):
 			return pauseNone, ""
 		}
 		return pauseHold, fmt.Sprintf("Sentinel is failing this master over (epoch %d, %s)", fo.Epoch, fo.Phase)
@@ -97,11 +98,17 @@ func pauseStep(in pauseInput) (pauseAction, string) {
 	case fo.Outcome == FailoverAnnounced && in.LocalErr == nil && in.Local.Role == consulname.RoleMaster &&
 		in.Truth.Known() && in.Names.Same(in.Truth.Addr, fo.Why) && !in.Names.IsSelf(in.Truth.Addr):
 		return pauseDemote, in.Truth.Addr
-	case fo.Outcome == FailoverRunning && in.Now.After(fo.Started.Add(timeout)) && in.Truth.Known() && in.Names.IsSelf(in.Truth.Addr):
+	case fo.Outcome == FailoverRunning && in.Now.After(fo.Started.Add(failoverSpan(timeout))) && in.Truth.Known() && in.Names.IsSelf(in.Truth.Addr):
 		return pauseLift, "the failover timed out and Sentinel still names this node"
 	}
 	return pauseHold, ""
 }
+
+// failoverSpan is how long after +elected-leader a failover that went
+// silent may still promote its replica: Sentinel gives the promotion itself
+// failover-timeout from the moment it sent REPLICAOF NO ONE, which comes
+// after the selection, so one timeout from the election is too short.
+func failoverSpan(timeout time.Duration) time.Duration { return 2 * timeout }
 
 // pausedDecision is the decision for a Redis whose writes the agent paused:
 // no role tag, critical, so that DNS stops answering it as master at the
