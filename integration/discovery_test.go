@@ -227,8 +227,8 @@ func (e *discEnv) start(o discOptions) {
 		mo := discovery.MonitorOptions{
 			Addresses: sentinels, QueryTimeout: 300 * time.Millisecond, ResyncInterval: 500 * time.Millisecond,
 			PingInterval: 250 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-			DiscoverInterval: 2 * time.Second,
-			Logger:           logger.Named(telemetry.LogSentinel), Metrics: a.metrics, Journal: a.journal,
+			DiscoverInterval: 2 * time.Second, FollowPromotion: true, // as the agent does by default
+			Logger: logger.Named(telemetry.LogSentinel), Metrics: a.metrics, Journal: a.journal,
 		}
 		if !o.proxy {
 			mo.Discover = discovery.ConsulSentinels(client, "redis-sentinel")
@@ -257,6 +257,7 @@ func (e *discEnv) start(o discOptions) {
 			Address: r.Addr(), MasterName: discMasterName, Node: fmt.Sprintf("agent-%d", i),
 			Tick: 250 * time.Millisecond, Truth: a.monitor, Registry: a.reg,
 			MasterHandoff: 5 * time.Second, Peers: discovery.ConsulPeers(local),
+			PauseWrites: true, Failovers: a.monitor, // as the agent does by default
 			Logger: logger.Named(telemetry.LogRedis), Metrics: a.metrics, Journal: a.journal,
 		})
 		if err != nil {

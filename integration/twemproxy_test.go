@@ -201,7 +201,8 @@ func newTwEnv(t *testing.T) *twEnv {
 		Addresses: sentinels, RedisPassword: twPassword,
 		QueryTimeout: 300 * time.Millisecond, ResyncInterval: 500 * time.Millisecond,
 		PingInterval: 250 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-		Logger: logger.Named(telemetry.LogSentinel), Metrics: e.metrics, Journal: e.journal,
+		FollowPromotion: true, // as the agent does by default
+		Logger:          logger.Named(telemetry.LogSentinel), Metrics: e.metrics, Journal: e.journal,
 	})
 	if err != nil {
 		t.Fatal(err)
