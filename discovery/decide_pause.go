@@ -53,10 +53,14 @@ const pauseLinger = 30 * time.Second
 //     reconfigured it: it accepts no writes and lost nothing acknowledged
 //     during the pause), when the failover aborted, or when twice the
 //     failover timeout has passed since the election (failoverSpan) with
-//     the truth naming this node still. Hold (renew)
+//     the truth naming this node still, or when no promotion has come
+//     within pauseBudget (half of down-after-milliseconds): a longer pause
+//     makes the Sentinels take the master for down. Hold (renew)
 //     while the failover runs, and after it was announced while the local
-//     Redis is still master. Once a +switch-master has been announced and
-//     the truth names its address, make the local Redis a replica of it
+//     Redis is still master. Once the leader has seen the promotion
+//     (+promoted-slave: it cannot abort any more) or a +switch-master has
+//     been announced, and the truth names that node, make the local Redis a
+//     replica of it
 //     (REPLICAOF, as Redis's own FAILOVER command does): Sentinel would do
 //     the same, but its reconfiguration shares a connection with its hello
 //     PUBLISH, which the pause holds back, so it cannot while paused. Past
@@ -95,13 +99,36 @@ func pauseStep(in pauseInput) (pauseAction, string) {
 		return pauseLift, fmt.Sprintf("a newer failover (epoch %d) concerns %s", fo.Epoch, fo.Old)
 	case fo.Outcome == FailoverAborted:
 		return pauseLift, "the failover aborted (" + fo.Why + ")"
-	case fo.Outcome == FailoverAnnounced && in.LocalErr == nil && in.Local.Role == consulname.RoleMaster &&
-		in.Truth.Known() && in.Names.Same(in.Truth.Addr, fo.Why) && !in.Names.IsSelf(in.Truth.Addr):
+	case in.LocalErr == nil && in.Local.Role == consulname.RoleMaster && in.Truth.Known() && !in.Names.IsSelf(in.Truth.Addr) &&
+		((fo.Outcome == FailoverAnnounced && in.Names.Same(in.Truth.Addr, fo.Why)) ||
+			(fo.Outcome == FailoverRunning && leaderSawPromotion[fo.Phase] && in.Names.Same(in.Truth.Addr, fo.Selected))):
 		return pauseDemote, in.Truth.Addr
+	case (!in.Truth.Known() || in.Names.IsSelf(in.Truth.Addr)) && in.Now.Sub(in.PausedSince) > pauseBudget(fo.DownAfter):
+		return pauseLift, fmt.Sprintf("no promotion within %s of the pause: lifting it before the Sentinels take the silent master for down", pauseBudget(fo.DownAfter))
 	case fo.Outcome == FailoverRunning && in.Now.After(fo.Started.Add(failoverSpan(timeout))) && in.Truth.Known() && in.Names.IsSelf(in.Truth.Addr):
 		return pauseLift, "the failover timed out and Sentinel still names this node"
 	}
 	return pauseHold, ""
+}
+
+// leaderSawPromotion are the leader's events that say it saw the selected
+// replica take the master role: from then on Sentinel cannot abort the
+// failover, so the old master can be made a replica of it.
+var leaderSawPromotion = map[string]bool{
+	"+promoted-slave": true, "+failover-state-reconf-slaves": true,
+	"+failover-end": true, "+failover-end-for-timeout": true,
+}
+
+// pauseBudget is how long a pause may wait for the promotion. A paused
+// master holds back the Sentinels' hello PUBLISH, and their PINGs wait
+// behind it on the same link: past down-after-milliseconds they take it for
+// down and may start a failover of their own. Half of it (Sentinel's
+// default, 30s, when unknown) leaves the margin.
+func pauseBudget(downAfter time.Duration) time.Duration {
+	if downAfter <= 0 {
+		downAfter = 30 * time.Second
+	}
+	return downAfter / 2
 }
 
 // failoverSpan is how long after +elected-leader a failover that went

@@ -23,6 +23,8 @@ func TestPauseStep(t *testing.T) {
 	aborted.Outcome, aborted.Why = FailoverAborted, "-failover-abort-no-good-slave"
 	announced := selected
 	announced.Outcome, announced.Why = FailoverAnnounced, other
+	promotedSeen := selected
+	promotedSeen.Phase = "+promoted-slave"
 	master := roleInfo{Role: consulname.RoleMaster}
 	replica := roleInfo{Role: consulname.RoleReplica, MasterAddr: other}
 	truthSelf := Master{Addr: self, Source: SourceMajority}
@@ -57,6 +59,10 @@ func TestPauseStep(t *testing.T) {
 		}(), pauseHold},
 		{"paused, silent past twice the timeout, Sentinel names this node: lift", in(selected, master, truthSelf, true, 7*time.Second), pauseLift},
 		{"paused, silent past the timeout only: renew", in(selected, master, truthSelf, true, 4*time.Second), pauseHold},
+		{"paused, no promotion within half of down-after: lift", in(withDownAfter(selected, time.Second), master, truthSelf, true, 501*time.Millisecond), pauseLift},
+		{"paused, promoted, past half of down-after: renew", in(withDownAfter(selected, time.Second), master, truthOther, true, 700*time.Millisecond), pauseHold},
+		{"paused, the leader saw the promotion: demote", in(promotedSeen, master, truthOther, true, 700*time.Millisecond), pauseDemote},
+		{"paused, promoted but the leader has not seen it: renew", in(selected, master, truthOther, true, 100*time.Millisecond), pauseHold},
 		{"paused past the bound: lift", in(announced, master, truthSelf, true, 3*time.Second+pauseLinger+time.Millisecond), pauseLift},
 		{"paused, a newer failover of another master: lift", in(FailoverView{Epoch: 8, Old: other, Started: t0, Timeout: time.Second}, master, truthSelf, true, time.Second), pauseLift},
 	}
@@ -68,6 +74,11 @@ func TestPauseStep(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withDownAfter(fo FailoverView, d time.Duration) FailoverView {
+	fo.DownAfter = d
+	return fo
 }
 
 type testError string

@@ -27,9 +27,13 @@ type FailoverView struct {
 	Started  time.Time
 	// Timeout is the master's failover-timeout as the Sentinels report it:
 	// past Started+Timeout a running failover that changed nothing is over.
-	Timeout  time.Duration
-	Promoted bool   // the selected replica answered ROLE master
-	Outcome  string // FailoverRunning, FailoverAborted or FailoverAnnounced
+	Timeout time.Duration
+	// DownAfter is the least down-after-milliseconds a Sentinel reported
+	// for the master (0: unknown). A paused master looks silent to the
+	// Sentinels (see pauseStep), so a pause must stay well below it.
+	DownAfter time.Duration
+	Promoted  bool   // the selected replica answered ROLE master
+	Outcome   string // FailoverRunning, FailoverAborted or FailoverAnnounced
 	// Why is the abort event or the address the +switch-master named.
 	Why string
 }
@@ -59,7 +63,7 @@ func (m *Monitor) publishFailover(name string, fo *failover, outcome, why string
 	switch {
 	case fo != nil:
 		v = FailoverView{Epoch: fo.epoch, Old: fo.old, Selected: fo.selected, Phase: fo.phase,
-			Started: fo.started, Timeout: m.failoverTimeout(name), Promoted: fo.promoted}
+			Started: fo.started, Timeout: m.failoverTimeout(name), DownAfter: m.downAfters[name], Promoted: fo.promoted}
 	case had && prev.Outcome == FailoverRunning:
 		v = prev
 		v.Outcome, v.Why = outcome, why

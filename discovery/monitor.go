@@ -147,6 +147,7 @@ type Monitor struct {
 	failovers   map[string]*failover     // by master name: the failover its leader is running
 	epochs      map[string]uint64        // by Sentinel (normalized address): its last +new-epoch
 	timeouts    map[string]time.Duration // by master name: failover-timeout from SENTINEL MASTERS
+	downAfters  map[string]time.Duration // by master name: the least down-after-milliseconds reported
 	polling     bool
 	pollAgain   bool
 	discovering bool
@@ -186,6 +187,7 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		failovers:  make(map[string]*failover),
 		epochs:     make(map[string]uint64),
 		timeouts:   make(map[string]time.Duration),
+		downAfters: make(map[string]time.Duration),
 	}, nil
 }
 

@@ -62,6 +62,8 @@ type sentinelView struct {
 	masters map[string]string // name → address (get-master-addr-by-name)
 	// timeouts are the failover-timeouts of SENTINEL MASTERS, when it was read.
 	timeouts map[string]time.Duration
+	// downAfters are the down-after-milliseconds of SENTINEL MASTERS.
+	downAfters map[string]time.Duration
 }
 
 type pollResult struct {
@@ -123,8 +125,10 @@ func (m *Monitor) pollOne(ctx context.Context, from string, c *redis.Client, cac
 		names = slices.Sorted(maps.Keys(infos))
 		cache.set(names, id)
 		v.timeouts = make(map[string]time.Duration, len(infos))
+		v.downAfters = make(map[string]time.Duration, len(infos))
 		for n, mi := range infos {
 			v.timeouts[n] = mi.FailoverTimeout
+			v.downAfters[n] = mi.DownAfter
 		}
 	}
 	v.id = id
@@ -187,6 +191,11 @@ func (m *Monitor) applyPoll(res pollResult) {
 		}
 		for n, d := range v.timeouts {
 			m.timeouts[n] = max(m.timeouts[n], d)
+		}
+		for n, d := range v.downAfters {
+			if cur := m.downAfters[n]; d > 0 && (cur == 0 || d < cur) {
+				m.downAfters[n] = d // the quickest Sentinel to call a silent master down
+			}
 		}
 	}
 	m.publishStatuses()

@@ -23,6 +23,7 @@ type masterInfo struct {
 	Addr            string
 	Flags           []string
 	FailoverTimeout time.Duration // 0 if not reported
+	DownAfter       time.Duration // down-after-milliseconds, 0 if not reported
 }
 
 // sentinelMasters runs SENTINEL MASTERS and returns the masters by name.
@@ -46,6 +47,9 @@ func parseMasters(cmd *redis.Cmd) (map[string]masterInfo, error) {
 		mi := masterInfo{Flags: strings.Split(kv["flags"], ",")}
 		if ms, err := strconv.Atoi(kv["failover-timeout"]); err == nil && ms > 0 {
 			mi.FailoverTimeout = time.Duration(ms) * time.Millisecond
+		}
+		if ms, err := strconv.Atoi(kv["down-after-milliseconds"]); err == nil && ms > 0 {
+			mi.DownAfter = time.Duration(ms) * time.Millisecond
 		}
 		if a, err := addr.Join(kv["ip"], kv["port"]); err == nil {
 			mi.Addr = a

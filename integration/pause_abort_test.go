@@ -56,7 +56,9 @@ func TestWritePauseAbortAndAgentKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{}, nil)
+	// down-after 10s: the pause may wait 5s for a promotion (pauseBudget),
+	// longer than the 3s failover-timeout after which Sentinel aborts.
+	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{DownAfter: 10 * time.Second}, nil)
 	old := e.shard.Master
 	for _, r := range e.shard.Replicas {
 		if _, err := sandbox.Do(ctx, r.Addr(), "ACL", "SETUSER", "default", "-slaveof", "-replicaof"); err != nil {
