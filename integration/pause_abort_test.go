@@ -93,7 +93,9 @@ func TestWritePauseAbortAndAgentKill(t *testing.T) {
 	if took > pfSlice+200*time.Millisecond {
 		t.Errorf("writes acknowledged again %s after the abort, want within a slice (%s) + 200ms", took, pfSlice)
 	}
-	if err := sandbox.Poll(ctx, "write-unpause in the journal", func(ctx context.Context) error {
+	jctx, jcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer jcancel()
+	if err := sandbox.Poll(jctx, "write-unpause in the journal", func(ctx context.Context) error {
 		st, err := pfGet(ctx, e.agents[old.Addr()], "/v1/status")
 		if err != nil || !strings.Contains(st, "the failover aborted") {
 			return fmt.Errorf("no write-unpause for the abort in /v1/status (%v)", err)
