@@ -97,3 +97,34 @@ func TestMonitorPromotionOff(t *testing.T) {
 		t.Fatalf("truth moved without FollowPromotion: %+v", m)
 	}
 }
+
+// TestMonitorPublishesFailovers: Failovers shows the failover the leader
+// runs (old master, selected replica, phase) and how it ended, which is
+// what the write pause of the old master's agent follows.
+func TestMonitorPublishesFailovers(t *testing.T) {
+	for _, end := range []struct{ name, outcome string }{{"abort", FailoverAborted}, {"switch", FailoverAnnounced}} {
+		t.Run(end.name, func(t *testing.T) {
+			e := newMonEnv(t, nil)
+			e.startFailover(e.sentinels[0], "7", e.b.addr)
+			e.waitFor("the running failover published", func() error {
+				fo, ok := e.mon.Failovers()["m"]
+				if !ok || fo.Epoch != 7 || fo.Old != e.a.addr || fo.Selected != e.b.addr || fo.Outcome != FailoverRunning {
+					return errors.New("not yet")
+				}
+				return nil
+			})
+			if end.outcome == FailoverAborted {
+				e.sentinels[0].publish("-failover-abort-slave-timeout", "master m "+hp(e.a.addr))
+			} else {
+				e.b.setRole("master", int64(20), []any{})
+				e.sentinels[1].publish("+switch-master", switchPayload(e.a.addr, e.b.addr))
+			}
+			e.waitFor("the end published", func() error {
+				if fo := e.mon.Failovers()["m"]; fo.Outcome != end.outcome || fo.Epoch != 7 {
+					return errors.New("not yet")
+				}
+				return nil
+			})
+		})
+	}
+}
