@@ -37,6 +37,8 @@ func knownSeries(t *testing.T) map[string]bool {
 	m.ProxyRestartDuration.WithLabelValues("a").Observe(1)
 	m.ProxyConfigWrites.WithLabelValues("a").Inc()
 	m.ProxyPipelineFailures.WithLabelValues("a", "b").Inc()
+	m.WritePauseActive.WithLabelValues("a").Set(1)
+	m.WritePauses.WithLabelValues("a").Inc()
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
