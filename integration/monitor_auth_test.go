@@ -93,7 +93,11 @@ func TestMonitorAuthConfirmsSwitch(t *testing.T) {
 			"restart": map[string]any{"mode": "supervise", "command": []string{nut, "-c", nutConf, "-s", fmt.Sprint(stats), "-a", ip}},
 		}},
 		"timing": map[string]any{"consul_resync": "500ms"},
-		"log":    map[string]any{"level": "debug"},
+		// The ROLE confirmation of a +switch-master is what this test is
+		// about; the promotion truth (the default) asks ROLE with the same
+		// credentials but would name the master before the event.
+		"failover": map[string]any{"act_on": "announcement"},
+		"log":      map[string]any{"level": "debug"},
 	})
 	if err != nil {
 		t.Fatal(err)
