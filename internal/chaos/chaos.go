@@ -129,6 +129,8 @@ type campaign struct {
 	named map[string]map[string]time.Time
 	// namings[shard] is every change of the master a Sentinel names, in order.
 	namings map[string][]naming
+	// observedAt is when the Sentinel observer last finished a round.
+	observedAt time.Time
 	// kills[addr] are the times the Redis at addr was killed, frozen or restarted.
 	kills map[string][]time.Time
 	// acks are the writes acknowledged through DNS or the proxy.

@@ -67,6 +67,9 @@ func (cp *campaign) startWatchers(ctx context.Context, wg *sync.WaitGroup) {
 		})
 	}
 	goLoop(100*time.Millisecond, cp.observeSentinels)
+	for _, sn := range cp.st.sentinels {
+		wg.Go(func() { cp.followEvents(ctx, sn.Addr()) })
+	}
 	goLoop(10*time.Millisecond, cp.watchFile)
 	goLoop(2*time.Second, cp.watchMemory)
 	for _, sh := range cp.st.shards {
@@ -77,8 +80,13 @@ func (cp *campaign) startWatchers(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // observeSentinels asks every Sentinel which master it names for each shard
-// and records when each address was last named.
+// and records when each address was last named, and when the round ended.
 func (cp *campaign) observeSentinels(ctx context.Context) {
+	defer func() {
+		cp.mu.Lock()
+		cp.observedAt = time.Now()
+		cp.mu.Unlock()
+	}()
 	for _, s := range cp.st.sentinels {
 		for _, sh := range cp.st.shards {
 			cctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
@@ -99,6 +107,42 @@ func (cp *campaign) observeSentinels(ctx context.Context) {
 			}
 			cp.named[sh.Name][addr] = time.Now()
 			cp.mu.Unlock()
+		}
+	}
+}
+
+// followEvents records the nodes a Sentinel names in its failover events
+// as named: the replica the leader selected and promoted (the agent acts on
+// that promotion before any Sentinel answers get-master-addr-by-name with it)
+// and the new master of a +switch-master.
+func (cp *campaign) followEvents(ctx context.Context, sentinel string) {
+	for ctx.Err() == nil {
+		c := redis.NewClient(&redis.Options{Addr: sentinel, Protocol: 2, DisableIdentity: true, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
+		ps := c.Subscribe(ctx, "+selected-slave", "+promoted-slave", "+switch-master")
+		for msg := range ps.Channel() {
+			f := strings.Fields(msg.Payload)
+			var shard, addr string
+			switch {
+			case msg.Channel == "+switch-master" && len(f) == 5:
+				shard, addr = f[0], net.JoinHostPort(f[3], f[4])
+			case len(f) >= 6 && f[0] == "slave" && f[4] == "@":
+				shard, addr = f[5], f[1]
+			default:
+				continue
+			}
+			cp.mu.Lock()
+			if cp.named[shard] == nil {
+				cp.named[shard] = map[string]time.Time{}
+			}
+			cp.named[shard][addr] = time.Now()
+			cp.events = append(cp.events, event{at: time.Now(), text: fmt.Sprintf("sentinel %s %s %s for %s", sentinel, msg.Channel, addr, shard)})
+			cp.mu.Unlock()
+		}
+		ps.Close()
+		c.Close()
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond): // reconnect pause
 		}
 	}
 }
@@ -199,6 +243,15 @@ func (cp *campaign) sampleDNS(ctx context.Context, shard string) {
 		fmt.Sprintf("DNS %s-master answered %d nodes [%s], %d of them live masters (asked %s)", shard, len(ips), answer, live, k.NodeName()))
 	var unnamed []string
 	now := time.Now()
+	cp.mu.Lock()
+	stale := now.Sub(cp.observedAt) > time.Second
+	cp.mu.Unlock()
+	if stale {
+		// The Sentinel observer has not finished a round for a second (a
+		// frozen Sentinel, a starved machine): it cannot say who is named.
+		cp.count("dns samples not judged for naming (observer behind)", 1)
+		ips = nil
+	}
 	for _, ip := range ips {
 		r := cp.st.nodeByIP(ip)
 		if r == nil {
