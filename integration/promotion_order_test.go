@@ -180,6 +180,9 @@ func (s *poSamples) run(ctx context.Context, period time.Duration, f func(contex
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		v := f(rctx)
 		cancel()
+		if ctx.Err() != nil {
+			return // a reading cut short by the end
+		}
 		at := time.Now()
 		s.mu.Lock()
 		if s.n == 0 || s.changes[len(s.changes)-1].val != v {
