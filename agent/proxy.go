@@ -6,6 +6,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
 
@@ -68,6 +69,14 @@ func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (c
 		return component{}, fmt.Errorf("twemproxy %s: %w", name, err)
 	}
 	// The runner deregisters its pools and stops its child itself when its
-	// context ends, on removal and on shutdown alike.
-	return component{value: r, run: a.runner("twemproxy", name, r.Run)}, nil
+	// context ends, on removal and on shutdown alike; the pre-staging of
+	// its rewrites (agent/prestage.go) ends with it.
+	mon, log := a.monitor, a.opts.Logger.Named(telemetry.LogTwemproxy).With("proxy", name)
+	run := func(ctx context.Context) error {
+		sctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go prestage(sctx, mon, r, log)
+		return r.Run(ctx)
+	}
+	return component{value: r, run: a.runner("twemproxy", name, run)}, nil
 }

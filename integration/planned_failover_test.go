@@ -32,12 +32,21 @@ type pfEnv struct {
 	shard  *sandbox.Shard
 	agents map[string]*sandbox.Agent // by Redis address
 	pool   string                    // the nutcracker pool's listen address
+	conf   string                    // the nutcracker config file the proxy host's agent manages
+	proxy  *sandbox.Agent            // the proxy host's agent
 	byIP   map[string]string         // Redis IP → its address
 }
 
 // newPFEnv starts the stack; failover is the agents' failover section and
 // redisAuth, when set, the redis entry's username and password_file.
 func newPFEnv(t *testing.T, ctx context.Context, failover map[string]any, so sandbox.ShardOptions, redisAuth map[string]any) *pfEnv {
+	t.Helper()
+	return newPFEnvNut(t, ctx, failover, so, redisAuth, "")
+}
+
+// newPFEnvNut is newPFEnv whose proxy host's agent runs nut as nutcracker
+// (empty: the installed one).
+func newPFEnvNut(t *testing.T, ctx context.Context, failover map[string]any, so sandbox.ShardOptions, redisAuth map[string]any, nut string) *pfEnv {
 	t.Helper()
 	c := harness.ForTest(t, sandbox.Options{})
 	consul, err := c.StartConsul(sandbox.ConsulOptions{})
@@ -61,7 +70,7 @@ func newPFEnv(t *testing.T, ctx context.Context, failover map[string]any, so san
 			t.Fatal(err)
 		}
 	}
-	e.pool = e.startProxy(t, failover)
+	e.pool = e.startProxy(t, failover, nut)
 	if err := sandbox.Poll(ctx, "DNS and twemproxy at the master", func(ctx context.Context) error {
 		if a, err := e.dnsMaster(ctx); err != nil || a != shard.Master.Addr() {
 			return fmt.Errorf("DNS master %q (%v)", a, err)
@@ -75,7 +84,7 @@ func newPFEnv(t *testing.T, ctx context.Context, failover map[string]any, so san
 }
 
 // startProxy starts the twemproxy host and returns the pool's address.
-func (e *pfEnv) startProxy(t *testing.T, failover map[string]any) string {
+func (e *pfEnv) startProxy(t *testing.T, failover map[string]any, nut string) string {
 	t.Helper()
 	ip := e.c.NewIP()
 	listen, err := e.c.FreePort(ip)
@@ -91,21 +100,24 @@ func (e *pfEnv) startProxy(t *testing.T, failover map[string]any) string {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "nutcracker.yml")
+	e.conf = conf
 	pool := fmt.Sprintf("shop:\n  listen: %s:%d\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  auto_eject_hosts: false\n  timeout: 400\n  servers:\n    - %s:1 %s\n",
 		ip, listen, e.shard.Master.Addr(), e.shard.Name)
 	if err := os.WriteFile(conf, []byte(pool), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nut, err := sandbox.Binary("nutcracker")
-	if err != nil {
-		t.Fatal(err)
+	if nut == "" {
+		if nut, err = sandbox.Binary("nutcracker"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var sentinels []string
 	for _, s := range e.shard.Sentinels {
 		sentinels = append(sentinels, s.Addr())
 	}
-	if _, err := e.c.StartAgent("", "agent-proxy-host", ip, map[string]any{
+	if e.proxy, err = e.c.StartAgent("", "agent-proxy-host", ip, map[string]any{
 		"node_name": "proxy-host",
+		"log":       map[string]any{"level": "debug"},
 		"consul":    map[string]any{"address": e.consul.HTTPAddr()},
 		"sentinel":  map[string]any{"addresses": sentinels},
 		"failover":  failover,

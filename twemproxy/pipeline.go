@@ -358,6 +358,10 @@ func (r *Runner) reportSuccess(res runResult, retries int, wrongFor time.Duratio
 	if len(res.changes) > 0 {
 		detail = describe(res.changes) + "; " + detail
 	}
+	if res.prestaged {
+		// Says that this failover's path ran no nutcracker --test-conf.
+		detail += "; the config staged and validated before the promotion was used"
+	}
 	if retries > 0 {
 		detail += fmt.Sprintf("; after %d failed runs", retries)
 	}
