@@ -197,7 +197,7 @@ func TestWriteTextHAProxy(t *testing.T) {
 	}}}
 	snap := status.Snapshot{Now: testNow, HAProxy: []status.HAProxyStatus{{
 		Name: "edge", RuntimeAPI: "/run/haproxy/admin.sock", Reachable: true, Moves: 3, Reconciles: 40,
-		Servers: []status.HAProxyServer{{Backend: "redis-rw", Server: "orders", MasterName: "orders", Addr: "10.0.1.12:6379", Matches: true}},
+		Servers:   []status.HAProxyServer{{Backend: "redis-rw", Server: "orders", MasterName: "orders", Addr: "10.0.1.12:6379", Matches: true}},
 		Frontends: []status.HAProxyFrontend{{Name: "rw", ServiceID: "haproxy-edge-1-edge-rw", Status: "passing", Why: "frontend rw: 1 servers follow Sentinel"}},
 		LastMove:  &status.HAProxyMove{At: testNow.Add(-5 * time.Second), Server: "redis-rw/orders", From: "10.0.1.11:6379", To: "10.0.1.12:6379", Reaction: 1200 * time.Microsecond},
 		LastError: "shut down the sessions of redis-rw/orders: refused", LastErrorAt: testNow.Add(-4 * time.Second),
