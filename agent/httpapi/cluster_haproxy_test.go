@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"maps"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -76,4 +78,46 @@ func deref(b *bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// TestDashboardShowsHAProxy: the page lists a HAProxy frontend beside the
+// twemproxy pools with its servers, the local agent's HAProxy block (server,
+// where it points, last move, error) and the HAProxy column of the timeline.
+func TestDashboardShowsHAProxy(t *testing.T) {
+	snap, cl := fixture(testNow, true)
+	truth := []status.Master{{Name: "orders", Addr: "10.0.1.12:6379"}}
+	AddFrontends(&cl, statustest.Instances([]*api.ServiceEntry{
+		frontendEntry("edge-1", "rw", "10.0.4.1", consulname.ProxyServer{Name: "redis-rw/orders", MasterName: "orders", Addr: "10.0.1.11:6379"}),
+	}), truth)
+	snap.HAProxy = []status.HAProxyStatus{{
+		Name: "edge", RuntimeAPI: "/run/haproxy/admin.sock", Reachable: true, Moves: 1,
+		Servers:   []status.HAProxyServer{{Backend: "redis-rw", Server: "orders", MasterName: "orders", Addr: "10.0.1.12:6379", Matches: true}},
+		Frontends: []status.HAProxyFrontend{{Name: "rw", ServiceID: "haproxy-edge-1-edge-rw", Status: api.HealthPassing}},
+		LastMove:  &status.HAProxyMove{At: testNow.Add(-time.Second), Server: "redis-rw/orders", From: "10.0.1.11:6379", To: "10.0.1.12:6379", Reaction: 1500 * time.Microsecond},
+		LastError: "runtime API refused: Permission denied",
+	}}
+	for i := range snap.Failovers {
+		snap.Failovers[i].HAProxyAt = snap.Failovers[i].At.Add(7300 * time.Microsecond)
+	}
+	for i := range cl.Failovers {
+		cl.Failovers[i].HAProxyAt = cl.Failovers[i].At.Add(7300 * time.Microsecond)
+	}
+	src := &fakeSource{}
+	src.set(snap, cl)
+	ts := newTestServer(t, src)
+	_, page := get(t, ts.URL+"/")
+	for _, want := range []string{
+		`data-pool="alpha" data-kind="twemproxy"`,
+		`data-pool="rw" data-kind="haproxy"`,
+		`1 server not on the Sentinel master`, // the frontend's Meta says 10.0.1.11, the truth 10.0.1.12
+		`data-server="redis-rw/orders"`, `✖ Sentinel says 10.0.1.12:6379`,
+		`id="haproxy-local"`, `data-haproxy="edge"`, `runtime API refused: Permission denied`,
+		`redis-rw/orders <span class="mono">10.0.1.11:6379 → 10.0.1.12:6379</span>`,
+		`data-route="haproxy"`,
+		`>7.3ms<`, `class="bar haproxy"`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
 }
