@@ -346,8 +346,10 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 // HAProxy moved, and the status text names the frontend and its server.
 func (e *hxEnv) checkClusterAndText(t *testing.T, master string) {
 	t.Helper()
+	pctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
 	var cl status.Cluster
-	if err := sandbox.Poll(e.ctx, "/v1/cluster shows frontend redis-rw following "+master, func(ctx context.Context) error {
+	if err := sandbox.Poll(pctx, "/v1/cluster shows frontend redis-rw following "+master, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.agent.URL("/v1/cluster"), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
