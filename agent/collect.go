@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
 
@@ -107,6 +108,32 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 				emit(proxyFollowsDesc, follows, "twemproxy", st.Name, p.Name, s.Name)
 			}
+		}
+	}
+	c.collectHAProxy(emit)
+}
+
+// collectHAProxy feeds proxy_server_follows from the HAProxy drivers:
+// kind "haproxy", pool the backend, server the server. A server HAProxy
+// lacks does not follow; while the runtime API does not answer none
+// counts as following, since the driver could not move one. A master name
+// with no truth yet gives no series, as for twemproxy.
+func (c stateCollector) collectHAProxy(emit func(*prometheus.Desc, float64, ...string)) {
+	for _, v := range c.a.haproxies.values() {
+		d, ok := v.(*haproxy.Driver)
+		if !ok {
+			continue
+		}
+		st := d.Status()
+		for _, s := range st.Servers {
+			if s.Truth == "" {
+				continue
+			}
+			follows := 0.0
+			if s.Matches && st.Reachable {
+				follows = 1
+			}
+			emit(proxyFollowsDesc, follows, "haproxy", st.Name, s.Server.Backend, s.Server.Server)
 		}
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/httpapi"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulhealth"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -68,6 +71,7 @@ func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 	proxies := fetch(cfg.TwemproxyServices()...)
 	views, truth := a.sentinelViews()
 	c := httpapi.BuildCluster(redis, sentinels, proxies, truth, views)
+	httpapi.AddFrontends(&c, fetch(haproxyServices(cfg)...), truth)
 	self := nodeReport{Node: cfg.NodeName, Failovers: statusFailovers(a.journal.Failovers()), Events: statusEvents(a.journal.Events())}
 	peers, who := a.peerReports(ctx, heartbeat(cfg).ID)
 	c.Failovers, c.Peers = mergeStories(append([]nodeReport{self}, peers...)), who
@@ -78,4 +82,17 @@ func (a *Agent) Cluster(ctx context.Context) status.Cluster {
 			strings.Join(hidden, ", "))
 	}
 	return c
+}
+
+// haproxyServices are the service names of the HAProxy frontends: the
+// default one, where other agents' frontends are, and every one this
+// agent's config names.
+func haproxyServices(cfg *config.Config) []string {
+	out := []string{consulname.HAProxy}
+	for _, h := range cfg.HAProxy {
+		if h.Service != "" && !slices.Contains(out, h.Service) {
+			out = append(out, h.Service)
+		}
+	}
+	return out
 }

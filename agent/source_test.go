@@ -24,7 +24,7 @@ func TestClusterSaysWhenACLsHideInstances(t *testing.T) {
 		wantError string
 	}{
 		{name: "readable"},
-		{name: "hidden by ACLs", filtered: true, wantError: "consul: the ACL token may not read every instance of redis, redis-sentinel, twemproxy, so this view is incomplete"},
+		{name: "hidden by ACLs", filtered: true, wantError: "consul: the ACL token may not read every instance of redis, redis-sentinel, twemproxy, haproxy, so this view is incomplete"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -137,7 +137,7 @@ func statusEvents(evs []telemetry.Event) []status.Event {
 func statusFailovers(fs []telemetry.Failover) []status.Failover {
 	out := make([]status.Failover, len(fs))
 	for i, f := range fs {
-		out[i] = status.Failover{Master: f.Master, From: f.From, To: f.To, At: f.At, ConsulAt: f.ConsulAt, TwemproxyAt: f.TwemproxyAt}
+		out[i] = status.Failover{Master: f.Master, From: f.From, To: f.To, At: f.At, ConsulAt: f.ConsulAt, TwemproxyAt: f.TwemproxyAt, HAProxyAt: f.HAProxyAt}
 	}
 	return out
 }

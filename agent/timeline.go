@@ -109,6 +109,12 @@ func mergeStories(reports []nodeReport) []status.ClusterFailover {
 					s.TwemproxyAt = t
 				}
 			}
+			if t := m.f.HAProxyAt; !t.IsZero() {
+				s.Actions = append(s.Actions, status.Action{Node: m.node, At: t, What: "HAProxy moved to " + s.To})
+				if t.After(s.HAProxyAt) {
+					s.HAProxyAt = t
+				}
+			}
 		}
 		addEvents(s, reports)
 		sort.SliceStable(s.Phases, func(a, b int) bool { return s.Phases[a].At.Before(s.Phases[b].At) })
@@ -124,7 +130,7 @@ func mergeStories(reports []nodeReport) []status.ClusterFailover {
 // addEvents takes into s the events every agent journaled around it: the
 // Sentinel phases of its master name, then the agents' actions from the
 // first phase on (a tag written, a service deregistered, a handoff, a
-// twemproxy rewrite or restart). Check-state changes are left out: the
+// twemproxy rewrite or restart, a HAProxy server moved). Check-state changes are left out: the
 // registration that follows carries the state.
 func addEvents(s *status.ClusterFailover, reports []nodeReport) {
 	from, to := s.At.Add(-eventsBefore), s.At.Add(eventsAfter)
@@ -171,7 +177,7 @@ func addEvents(s *status.ClusterFailover, reports []nodeReport) {
 // Sentinel's registration).
 func isAction(e status.Event) bool {
 	switch e.Kind {
-	case string(telemetry.KindTwemproxy):
+	case string(telemetry.KindTwemproxy), string(telemetry.KindHAProxy):
 		return true
 	case string(telemetry.KindConsul):
 		if strings.HasPrefix(e.Subject, consulname.Agent+"-") || strings.HasPrefix(e.Subject, consulname.Sentinel+"-") {
@@ -198,6 +204,9 @@ func gap(s status.ClusterFailover) time.Duration {
 	end := s.ConsulAt
 	if s.TwemproxyAt.After(end) {
 		end = s.TwemproxyAt
+	}
+	if s.HAProxyAt.After(end) {
+		end = s.HAProxyAt
 	}
 	if end.IsZero() {
 		return 0

@@ -110,3 +110,44 @@ func TestMergeStoriesBounded(t *testing.T) {
 		t.Errorf("stories = %d, want %d", got, maxStories)
 	}
 }
+
+// TestMergeStoriesHAProxy: an agent beside a HAProxy tells "HAProxy moved"
+// at its time, with the driver's move event, and the gap runs to the
+// HAProxy move when it is the last target to apply the failover.
+func TestMergeStoriesHAProxy(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	const from, to = "10.0.0.1:6379", "10.0.0.2:6379"
+	reports := []nodeReport{
+		{Node: "redis-2",
+			Failovers: []status.Failover{{Master: "s1", From: from, To: to, At: at(1402), ConsulAt: at(1404)}},
+			Events:    []status.Event{{Time: at(1000), Kind: "sentinel", Type: "+odown", Subject: "s1"}},
+		},
+		{Node: "edge-1",
+			Failovers: []status.Failover{{Master: "s1", From: from, To: to, At: at(1401), HAProxyAt: at(1403)}},
+			Events:    []status.Event{{Time: at(1403), Kind: "haproxy", Type: "move", Subject: "edge", Detail: "redis-rw/s1 " + from + " -> " + to}},
+		},
+		{Node: "edge-2", // a second HAProxy, later
+			Failovers: []status.Failover{{Master: "s1", From: from, To: to, At: at(1401), HAProxyAt: at(1420)}},
+		},
+	}
+	stories := mergeStories(reports)
+	if len(stories) != 1 {
+		t.Fatalf("stories = %d, want 1: %+v", len(stories), stories)
+	}
+	s := stories[0]
+	var actions []string
+	for _, a := range s.Actions {
+		actions = append(actions, a.Node+": "+a.What)
+	}
+	want := "edge-1: HAProxy moved to 10.0.0.2:6379|edge-1: haproxy move edge|redis-2: tagged 10.0.0.2:6379 master in Consul|edge-2: HAProxy moved to 10.0.0.2:6379"
+	if got := strings.Join(actions, "|"); got != want {
+		t.Errorf("actions:\n got %s\nwant %s", got, want)
+	}
+	if !s.HAProxyAt.Equal(at(1420)) {
+		t.Errorf("HAProxyAt = %s, want the last HAProxy that moved (1420)", s.HAProxyAt)
+	}
+	if s.Gap != 420*time.Millisecond {
+		t.Errorf("gap = %s, want 420ms (down at 1000 → last HAProxy at 1420)", s.Gap)
+	}
+}

@@ -73,7 +73,10 @@ func (d *Driver) applyStep(ctx context.Context, st Step) (moved bool, err error)
 	d.o.Metrics.Moves.WithLabelValues(d.o.Name, b, s).Inc()
 	d.log.Info("server moved to the master", "server", st.Server.Name(), "master_name", st.Server.MasterName,
 		"from", st.From, "to", st.To, "reaction", reaction.Round(time.Microsecond))
-	d.o.Journal.Add(telemetry.Event{Kind: KindHAProxy, Type: "move", Subject: d.o.Name, Detail: st.String()})
+	d.o.Journal.Add(telemetry.Event{Kind: telemetry.KindHAProxy, Type: "move", Subject: d.o.Name, Detail: st.String()})
+	// The failover story: when this is the first HAProxy server of the
+	// agent moved to a failover's new master, that is when HAProxy applied it.
+	d.o.Journal.AppliedHAProxy(st.Server.MasterName, st.To, now)
 	d.mu.Lock()
 	d.status.Moves++
 	d.status.LastMove = &MoveStatus{At: now, Server: st.Server.Name(), From: st.From, To: st.To, Reaction: reaction}

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +35,7 @@ func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI str
 	}
 	var missing, wrong, ok []string
 	for _, v := range verdicts {
-		if len(f.Backends) > 0 && !slices.Contains(f.Backends, v.Server.Backend) {
+		if !f.covers(v.Server) {
 			continue
 		}
 		switch {
@@ -55,9 +56,18 @@ func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI str
 	return Health{Status: HealthPassing, Output: fmt.Sprintf("frontend %s: %d servers follow Sentinel: %s", f.Name, len(ok), strings.Join(ok, ", "))}
 }
 
+// covers reports whether frontend f's check covers server srv.
+func (f Frontend) covers(srv Server) bool {
+	return len(f.Backends) == 0 || slices.Contains(f.Backends, srv.Backend)
+}
+
 // service is the Consul definition of a frontend; its ID holds the entry's
 // name and the frontend's, so two HAProxy entries of a node never share one.
-func (d *Driver) service(f Frontend) Service {
+// Its Meta names the servers it covers, the master name each follows and
+// where HAProxy points it (consulname.FormatServers), so that any agent's
+// /v1/cluster can tell whether the frontend follows the truth. The
+// addresses change only when a server moves, so Meta stays slow-changing.
+func (d *Driver) service(f Frontend, verdicts []Verdict) Service {
 	pool := d.o.Name
 	if f.Name != d.o.Name {
 		pool += "-" + f.Name
@@ -68,6 +78,13 @@ func (d *Driver) service(f Frontend) Service {
 		Tags: []string{f.Name},
 		Meta: map[string]string{consulname.MetaProxy: d.o.Name, consulname.MetaPool: f.Name},
 	}
+	var servers []consulname.ProxyServer
+	for _, v := range verdicts {
+		if f.covers(v.Server) {
+			servers = append(servers, consulname.ProxyServer{Name: v.Server.Name(), MasterName: v.Server.MasterName, Addr: v.Addr})
+		}
+	}
+	maps.Copy(svc.Meta, consulname.FormatServers(servers))
 	if host, port, err := addr.Split(f.Address); err == nil {
 		svc.Address, svc.Port = host, port
 		if host == "0.0.0.0" || host == "::" {

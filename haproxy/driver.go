@@ -20,7 +20,7 @@ import (
 const LogName = "haproxy"
 
 // KindHAProxy is the journal kind of the drivers' events.
-const KindHAProxy = "haproxy"
+const KindHAProxy = telemetry.KindHAProxy
 
 // Options configure a Driver. Timings are fields so tests can shrink them.
 type Options struct {
@@ -328,8 +328,16 @@ func (d *Driver) record(s *loop, reason string, apiErr error, problem string, ve
 func (d *Driver) report(rep *reporter, verdicts []Verdict, apiErr error) {
 	want := map[string]registration{}
 	fs := make([]FrontendStatus, 0, len(d.o.Frontends))
+	// While the runtime API does not answer, the Meta keeps the addresses
+	// last read (the check says critical): a blip rewrites no Meta.
+	known := verdicts
+	if apiErr != nil {
+		d.mu.Lock()
+		known = d.status.Servers
+		d.mu.Unlock()
+	}
 	for _, f := range d.o.Frontends {
-		svc := d.service(f)
+		svc := d.service(f, known)
 		h := frontendHealth(f, verdicts, apiErr, d.o.RuntimeAPI)
 		want[svc.ID] = registration{svc: svc, h: h}
 		fs = append(fs, FrontendStatus{Name: f.Name, Address: f.Address, ServiceID: svc.ID, Health: h})

@@ -337,6 +337,82 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 	}
 	e.waitPassing(t, "after the failover")
 	e.checkStatusAndMetrics(t, final)
+	e.checkClusterAndText(t, final)
+}
+
+// checkClusterAndText reads the agent's /v1/cluster and runs the status
+// command: the frontend is listed as a haproxy proxy whose server (from its
+// Consul Meta) follows the final master, the failover story says when
+// HAProxy moved, and the status text names the frontend and its server.
+func (e *hxEnv) checkClusterAndText(t *testing.T, master string) {
+	t.Helper()
+	pctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	var cl status.Cluster
+	if err := sandbox.Poll(pctx, "/v1/cluster shows frontend redis-rw following "+master, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.agent.URL("/v1/cluster"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		cl = status.Cluster{}
+		if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
+			return err
+		}
+		for _, p := range cl.Proxies {
+			if p.ServiceID != hxServiceID {
+				continue
+			}
+			if p.Kind != status.ProxyHAProxy || p.Pool != "redis-rw" || p.Follows == nil || !*p.Follows || p.Status != api.HealthPassing ||
+				len(p.Servers) != 1 || p.Servers[0].Name != "redis-rw/mymaster" || !addr.Same(p.Servers[0].Addr, master) {
+				return fmt.Errorf("frontend in /v1/cluster: %+v", p)
+			}
+			return nil
+		}
+		return fmt.Errorf("no %s among the proxies of /v1/cluster: %+v", hxServiceID, cl.Proxies)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, f := range cl.Failovers {
+		if f.HAProxyAt.IsZero() {
+			continue
+		}
+		for _, a := range f.Actions {
+			if a.What == "HAProxy moved to "+f.To && a.At.Equal(f.HAProxyAt) {
+				moved++
+				e.figures = append(e.figures, fmt.Sprintf("failover story %s -> %s: HAProxy moved %s after the agent learnt it (gap %s)",
+					f.From, f.To, f.HAProxyAt.Sub(f.At).Round(time.Microsecond), f.Gap.Round(time.Millisecond)))
+			}
+		}
+	}
+	if moved == 0 {
+		t.Errorf("no failover story of /v1/cluster tells when HAProxy moved: %+v", cl.Failovers)
+	}
+	bin, err := harness.AgentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostport := strings.TrimSuffix(strings.TrimPrefix(e.agent.URL("/"), "http://"), "/")
+	out, err := exec.CommandContext(e.ctx, bin, "status", "--http-addr", hostport).CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"haproxy  redis-rw", // KIND POOL of the PROXIES table
+		"redis-rw/mymaster -> " + master,
+		"HAPROXY DRIVEN HERE",
+		hxServiceID,
+		"HAProxy moved to ",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the status text lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("status:\n%s", out)
+	}
 }
 
 // checkStatusAndMetrics reads the agent's /v1/status and /metrics: the
@@ -379,6 +455,7 @@ func (e *hxEnv) checkStatusAndMetrics(t *testing.T, master string) {
 		`redis_consul_agent_haproxy_servers_mismatched{haproxy="edge"} 0`,
 		`redis_consul_agent_haproxy_check_status{service_id="` + hxServiceID + `",status="passing"} 1`,
 		`redis_consul_agent_haproxy_server_moves_total{backend="redis-rw",haproxy="edge",server="mymaster"}`,
+		`redis_consul_agent_proxy_server_follows{kind="haproxy",pool="redis-rw",proxy="edge",server="mymaster"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

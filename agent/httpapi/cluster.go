@@ -18,7 +18,7 @@ import (
 // BuildCluster turns what Consul's health API returns for the Redis, Sentinel
 // and twemproxy services (every instance, whatever its status, as
 // consulhealth reads them) into the
-// cluster picture of /v1/cluster. truth is the Sentinel truth this agent holds
+// cluster picture of /v1/cluster (AddFrontends adds the HAProxy frontends). truth is the Sentinel truth this agent holds
 // and sentinelViews its links to Sentinels; both may be empty on an agent that
 // follows no Sentinel. It is pure, so the agent only has to fetch.
 //
@@ -88,7 +88,7 @@ func BuildCluster(redis, sentinels, proxies []consulhealth.Instance, truth []sta
 	}
 
 	for _, e := range proxies {
-		p := status.ClusterProxy{ClusterNode: clusterNode(e)}
+		p := status.ClusterProxy{ClusterNode: clusterNode(e), Kind: status.ProxyTwemproxy, Proxy: e.Meta[consulname.MetaProxy]}
 		p.Pool = e.Meta[consulname.MetaPool]
 		if p.Pool == "" && len(e.Tags) > 0 {
 			p.Pool = e.Tags[0]
@@ -113,16 +113,7 @@ func BuildCluster(redis, sentinels, proxies []consulhealth.Instance, truth []sta
 		c.Shards = append(c.Shards, *s)
 	}
 	sort.SliceStable(c.Sentinels, func(i, j int) bool { return addrLess(c.Sentinels[i].Addr, c.Sentinels[j].Addr) })
-	sort.SliceStable(c.Proxies, func(i, j int) bool {
-		a, b := c.Proxies[i], c.Proxies[j]
-		if a.Pool != b.Pool {
-			return a.Pool < b.Pool
-		}
-		if a.Node != b.Node {
-			return a.Node < b.Node
-		}
-		return addrLess(a.Addr, b.Addr)
-	})
+	sortProxies(c.Proxies)
 	return c
 }
 

@@ -54,6 +54,7 @@ type Failover struct {
 	At          time.Time `json:"at"` // when the agent learnt of it
 	ConsulAt    time.Time `json:"consul_at,omitzero"`
 	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+	HAProxyAt   time.Time `json:"haproxy_at,omitzero"` // a HAProxy server moved
 }
 
 // Consul says whether Consul holds what this agent registers, and the last
@@ -207,13 +208,16 @@ type ClusterFailover struct {
 	// Actions are what each agent did about it, oldest first.
 	Actions []Action `json:"actions"`
 	// ConsulAt is when the new master was tagged in Consul (by the agent
-	// beside it), TwemproxyAt when the last twemproxy that moved did;
-	// zero when nobody reported it.
+	// beside it), TwemproxyAt when the last twemproxy that moved did,
+	// HAProxyAt when the last HAProxy that moved did; zero when nobody
+	// reported it.
 	ConsulAt    time.Time `json:"consul_at,omitzero"`
 	TwemproxyAt time.Time `json:"twemproxy_at,omitzero"`
+	HAProxyAt   time.Time `json:"haproxy_at,omitzero"`
 	// Gap is the client-visible gap: from Sentinel's first sign of the
 	// failover (the master down, or the failover started) to the moment the
-	// new master was reachable through Consul and every proxy that moved;
+	// new master was reachable through Consul and every proxy (twemproxy or
+	// HAProxy) that moved;
 	// zero when not known.
 	Gap time.Duration `json:"gap_ns,omitempty"`
 }
@@ -290,10 +294,40 @@ type ClusterSentinel struct {
 	View map[string]string `json:"view,omitempty"`
 }
 
-// ClusterProxy is one registered twemproxy pool.
+// ClusterProxy is one registered twemproxy pool or HAProxy frontend.
 type ClusterProxy struct {
 	ClusterNode
+	Kind string `json:"kind"` // ProxyTwemproxy or ProxyHAProxy
+	// Pool is the twemproxy pool or the HAProxy frontend.
 	Pool string `json:"pool"`
+	// Proxy is the proxy's name in its agent's config (Meta "proxy").
+	Proxy string `json:"proxy,omitempty"`
+	// Servers are the HAProxy servers a frontend covers, from its Meta,
+	// each compared with the Sentinel truth this agent holds.
+	Servers []ClusterProxyServer `json:"servers,omitempty"`
+	// Follows is true when every server the frontend covers points at the
+	// Sentinel truth this agent holds, false when one does not; nil when
+	// that is not known (a twemproxy pool, whose check says it; no truth;
+	// a frontend whose Meta names no server).
+	Follows *bool `json:"follows,omitempty"`
+}
+
+// Proxy kinds of ClusterProxy.
+const (
+	ProxyTwemproxy = "twemproxy"
+	ProxyHAProxy   = "haproxy"
+)
+
+// ClusterProxyServer is one HAProxy server of a frontend, as its Meta says.
+type ClusterProxyServer struct {
+	Name       string `json:"name"` // backend/server
+	MasterName string `json:"master_name"`
+	Addr       string `json:"addr"`           // where HAProxy points it; empty when HAProxy lacks it
+	Want       string `json:"want,omitempty"` // the Sentinel truth when it differs
+	// Matches is false when the truth this agent holds names another
+	// address (or HAProxy lacks the server); true when it names Addr or
+	// when this agent holds no truth for the master name.
+	Matches bool `json:"matches"`
 }
 
 // Report is what `redis-consul-agent status --json` prints: one agent's own

@@ -59,6 +59,7 @@ func WriteText(w io.Writer, r status.Report, o TextOptions) error {
 	}
 	t.local()
 	t.proxies()
+	t.haproxies()
 	t.events()
 	return t.p.err
 }
@@ -179,13 +180,25 @@ func (t *textReport) clusterSentinels() {
 
 }
 
-// pools is the TWEMPROXY POOLS table of the cluster view.
+// pools is the PROXIES table of the cluster view: twemproxy pools and
+// HAProxy frontends, each frontend with the servers its Meta names.
 func (t *textReport) pools() {
 	v, p, cut := t.v, t.p, t.cut
 	if len(v.Proxies) > 0 {
-		t := p.table("TWEMPROXY POOLS", "POOL", "ADDRESS", "NODE", "CHECK", "OUTPUT")
+		t := p.table("PROXIES (twemproxy pools, HAProxy frontends)", "KIND", "POOL", "ADDRESS", "NODE", "CHECK", "FOLLOWS", "OUTPUT")
 		for _, pv := range v.Proxies {
-			t.row(orDash(pv.Pool), pv.Addr, orDash(pv.Node), pv.Status, cut(pv.Output))
+			kind := pv.Kind
+			if kind == "" {
+				kind = status.ProxyTwemproxy
+			}
+			t.row(kind, orDash(pv.Pool), orDash(pv.Addr), orDash(pv.Node), pv.Status, orDash(pv.Follow), cut(pv.Output))
+			for _, s := range pv.Servers {
+				line := "  " + s.Name + " -> " + orDash(s.Addr)
+				if !s.Matches {
+					line += " (NOT the Sentinel master " + orDash(s.Want) + ")"
+				}
+				t.row("", line)
+			}
 		}
 		t.flush()
 	}
@@ -282,6 +295,56 @@ func (t *textReport) proxies() {
 	}
 }
 
+// haproxies is the HAProxy instances this agent drives: the runtime API,
+// the last move and error, then each server and where it points.
+func (t *textReport) haproxies() {
+	r, o, p, cut := t.r, t.o, t.p, t.cut
+	hs := r.Status.HAProxy
+	if len(hs) == 0 {
+		return
+	}
+	tb := p.table("HAPROXY DRIVEN HERE", "HAPROXY", "RUNTIME API", "API", "LAST MOVE", "REACTION", "MOVES", "RECONCILES")
+	for _, h := range hs {
+		api, last, reaction := "up", "none yet", "—"
+		if !h.Reachable {
+			api = "DOWN"
+		}
+		if m := h.LastMove; m != nil {
+			last = m.Server + " " + m.From + " -> " + m.To + " " + ago(o.Now, m.At)
+			reaction = shortDur(m.Reaction)
+		}
+		tb.row(h.Name, h.RuntimeAPI, api, last, reaction, fmt.Sprint(h.Moves), fmt.Sprint(h.Reconciles))
+		if h.LastError != "" {
+			tb.row("", "  ! "+cut(h.LastError)+" ("+ago(o.Now, h.LastErrorAt)+")")
+		}
+	}
+	tb.flush()
+	tb = p.table("HAPROXY SERVERS", "HAPROXY", "SERVER", "SHARD", "ADDRESS", "MATCHES SENTINEL")
+	for _, h := range hs {
+		for _, s := range h.Servers {
+			m := "yes"
+			if !s.Matches {
+				m = "NO"
+				if s.Want != "" {
+					m += ", want " + s.Want
+				}
+				if s.Why != "" {
+					m += ": " + s.Why
+				}
+			}
+			tb.row(h.Name, s.Backend+"/"+s.Server, s.MasterName, orDash(s.Addr), cut(m))
+		}
+	}
+	tb.flush()
+	tb = p.table("HAPROXY FRONTENDS", "HAPROXY", "FRONTEND", "ADDRESS", "SERVICE", "CHECK", "WHY")
+	for _, h := range hs {
+		for _, f := range h.Frontends {
+			tb.row(h.Name, f.Name, orDash(f.Address), f.ServiceID, f.Status, cut(f.Why))
+		}
+	}
+	tb.flush()
+}
+
 // events is the newest events of this agent's journal.
 func (t *textReport) events() {
 	v, o, p, cut := t.v, t.o, t.p, t.cut
@@ -302,13 +365,13 @@ func writeTimeline(p *printer, v statusview.View, o TextOptions, cut func(string
 	if v.Peers > 0 {
 		title = fmt.Sprintf("FAILOVERS (merged from this agent and %d more, newest first)", v.Peers)
 	}
-	t := p.table(title, "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY", "GAP")
+	t := p.table(title, "WHEN", "SHARD", "OLD -> NEW", "CONSUL", "TWEMPROXY", "HAPROXY", "GAP")
 	for i, f := range v.Timeline {
 		if i == o.Failovers {
 			break
 		}
 		t.row(f.At.Local().Format("2006-01-02 15:04:05")+" ("+ago(o.Now, f.At)+")", f.Master,
-			orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy), shortDur(f.Gap))
+			orDash(f.From)+" -> "+f.To, shortDur(f.Consul), shortDur(f.Twemproxy), shortDur(f.HAProxy), shortDur(f.Gap))
 		for _, st := range f.Steps {
 			after := "0"
 			if st.After > 0 {

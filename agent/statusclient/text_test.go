@@ -150,9 +150,10 @@ func TestWriteTextMergedTimeline(t *testing.T) {
 			Master: "orders", From: "10.0.1.11:6379", To: "10.0.1.12:6379", At: at,
 			Nodes:       []string{"cache-3", "cache-2", "proxy-1"},
 			Phases:      []status.Phase{{Name: "down", At: ms(-400), Node: "cache-3"}},
-			Actions:     []status.Action{{Node: "cache-2", At: ms(4), What: "tagged 10.0.1.12:6379 master in Consul"}, {Node: "proxy-1", At: ms(9), What: "moved twemproxy to 10.0.1.12:6379"}},
+			Actions:     []status.Action{{Node: "cache-2", At: ms(4), What: "tagged 10.0.1.12:6379 master in Consul"}, {Node: "proxy-1", At: ms(9), What: "moved twemproxy to 10.0.1.12:6379"}, {Node: "edge-1", At: ms(6), What: "HAProxy moved to 10.0.1.12:6379"}},
 			ConsulAt:    ms(4),
 			TwemproxyAt: ms(9),
+			HAProxyAt:   ms(6),
 			Gap:         409 * time.Millisecond,
 		}},
 		Peers: []status.Peer{{Node: "cache-2", Addr: "10.0.1.12:8765"}, {Node: "proxy-1", Addr: "10.0.3.31:8765"}, {Node: "cache-9", Addr: "10.0.1.19:8765", Error: "connection refused"}},
@@ -164,7 +165,8 @@ func TestWriteTextMergedTimeline(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"FAILOVERS (merged from this agent and 2 more, newest first)",
-		"10.0.1.11:6379 -> 10.0.1.12:6379  4.0ms   9.0ms      409ms",
+		"10.0.1.11:6379 -> 10.0.1.12:6379  4.0ms   9.0ms      6.0ms    409ms",
+		"+406ms edge-1: HAProxy moved to 10.0.1.12:6379",
 		"0 cache-3: Sentinel: down",
 		"+404ms cache-2: tagged 10.0.1.12:6379 master in Consul",
 		"+409ms proxy-1: moved twemproxy to 10.0.1.12:6379",
@@ -176,6 +178,48 @@ func TestWriteTextMergedTimeline(t *testing.T) {
 	}
 	if strings.Count(out, "-> 10.0.1.12:6379") != 1 {
 		t.Errorf("the failover must be listed once")
+	}
+	if t.Failed() {
+		t.Log("\n" + out)
+	}
+}
+
+// TestWriteTextHAProxy: a HAProxy frontend is listed among the proxies
+// with the servers its Meta names and whether they follow Sentinel; the
+// local agent's HAProxy block names its servers, where they point, the
+// last move and the last error.
+func TestWriteTextHAProxy(t *testing.T) {
+	follows := false
+	cl := status.Cluster{Proxies: []status.ClusterProxy{{
+		ClusterNode: status.ClusterNode{ServiceID: "haproxy-edge-1-edge-rw", Node: "edge-1", Addr: "10.0.4.1:6380", Status: "warning", Output: "frontend rw: redis-rw/orders is 10.0.1.11:6379 but Sentinel says 10.0.1.12:6379"},
+		Kind:        status.ProxyHAProxy, Pool: "rw", Proxy: "edge", Follows: &follows,
+		Servers: []status.ClusterProxyServer{{Name: "redis-rw/orders", MasterName: "orders", Addr: "10.0.1.11:6379", Want: "10.0.1.12:6379"}},
+	}}}
+	snap := status.Snapshot{Now: testNow, HAProxy: []status.HAProxyStatus{{
+		Name: "edge", RuntimeAPI: "/run/haproxy/admin.sock", Reachable: true, Moves: 3, Reconciles: 40,
+		Servers:   []status.HAProxyServer{{Backend: "redis-rw", Server: "orders", MasterName: "orders", Addr: "10.0.1.12:6379", Matches: true}},
+		Frontends: []status.HAProxyFrontend{{Name: "rw", ServiceID: "haproxy-edge-1-edge-rw", Status: "passing", Why: "frontend rw: 1 servers follow Sentinel"}},
+		LastMove:  &status.HAProxyMove{At: testNow.Add(-5 * time.Second), Server: "redis-rw/orders", From: "10.0.1.11:6379", To: "10.0.1.12:6379", Reaction: 1200 * time.Microsecond},
+		LastError: "shut down the sessions of redis-rw/orders: refused", LastErrorAt: testNow.Add(-4 * time.Second),
+	}}}
+	var b strings.Builder
+	if err := WriteText(&b, status.Report{Status: snap, Cluster: cl}, TextOptions{Now: testNow, Width: 200}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"PROXIES (twemproxy pools, HAProxy frontends)",
+		"haproxy  rw    10.0.4.1:6380  edge-1  warning  1 server not on the Sentinel master",
+		"redis-rw/orders -> 10.0.1.11:6379 (NOT the Sentinel master 10.0.1.12:6379)",
+		"HAPROXY DRIVEN HERE",
+		"edge     /run/haproxy/admin.sock  up   redis-rw/orders 10.0.1.11:6379 -> 10.0.1.12:6379 5.0s ago  1.2ms     3      40",
+		"! shut down the sessions of redis-rw/orders: refused (4.0s ago)",
+		"edge     redis-rw/orders  orders  10.0.1.12:6379  yes",
+		"edge     rw        —        haproxy-edge-1-edge-rw  passing",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
 	}
 	if t.Failed() {
 		t.Log("\n" + out)

@@ -68,21 +68,28 @@ type SentinelChip struct {
 	Title string
 }
 
-// Route is one local twemproxy server line that routes a shard.
+// Route is one local proxy server that routes a shard: a twemproxy
+// server line (Pool is the pool) or a HAProxy server (Pool is
+// backend/server).
 type Route struct {
+	Kind                    string // status.ProxyTwemproxy or status.ProxyHAProxy
 	Proxy, Pool, Addr, Want string
 	Matches                 bool
 }
 
-// Proxy is one registered pool, with this agent's own view when it
-// manages the pool.
+// Proxy is one registered twemproxy pool or HAProxy frontend, with this
+// agent's own view when it manages it.
 type Proxy struct {
 	status.ClusterProxy
 	Local   *status.Pool  // set when this agent manages the pool
 	Process *status.Proxy // the local twemproxy the pool belongs to
+	// Frontend and HAProxy are set when this agent drives the frontend.
+	Frontend *status.HAProxyFrontend
+	HAProxy  *status.HAProxyStatus
 	// Follow says in words whether the pool's servers follow Sentinel, from
 	// this agent's own reading; empty when another agent manages the pool
-	// (its check output, in ClusterProxy.Output, says it then).
+	// (its check output, in ClusterProxy.Output, says it then). For a
+	// HAProxy frontend it is read from the servers its Meta names.
 	Follow string
 }
 
@@ -90,7 +97,7 @@ type Proxy struct {
 // which each target applied it here.
 type Failover struct {
 	status.Failover
-	Consul, Twemproxy time.Duration // 0: not applied (by this agent, when not Merged)
+	Consul, Twemproxy, HAProxy time.Duration // 0: not applied (by this agent, when not Merged)
 	// Merged is true when the row is the cluster's story, merged from
 	// Nodes; false when it is only what this agent saw.
 	Merged bool
@@ -124,9 +131,16 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 		for _, pool := range p.Pools {
 			for _, srv := range pool.Servers {
 				routes[srv.Name] = append(routes[srv.Name], Route{
-					Proxy: p.Name, Pool: pool.Name, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
+					Kind: status.ProxyTwemproxy, Proxy: p.Name, Pool: pool.Name, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
 				})
 			}
+		}
+	}
+	for _, h := range snap.HAProxy {
+		for _, srv := range h.Servers {
+			routes[srv.MasterName] = append(routes[srv.MasterName], Route{
+				Kind: status.ProxyHAProxy, Proxy: h.Name, Pool: srv.Backend + "/" + srv.Server, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
+			})
 		}
 	}
 	failCount := map[string]int{}
@@ -188,9 +202,15 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 			}
 		}
 	}
+	frontends := localFrontends(snap.HAProxy)
 	for _, cp := range cl.Proxies {
 		pv := Proxy{ClusterProxy: cp}
-		if l, ok := local[cp.ServiceID]; ok {
+		if cp.Kind == status.ProxyHAProxy {
+			pv.Follow = followFrontend(cp)
+			if l, ok := frontends[cp.ServiceID]; ok {
+				pv.Frontend, pv.HAProxy = l.frontend, l.haproxy
+			}
+		} else if l, ok := local[cp.ServiceID]; ok {
 			pv.Local, pv.Process = l.pool, l.proc
 			pv.Follow = follow(l.pool.Servers)
 		}
@@ -228,13 +248,16 @@ func timed(fv Failover) Failover {
 	if !fv.TwemproxyAt.IsZero() {
 		fv.Twemproxy = fv.TwemproxyAt.Sub(fv.At)
 	}
+	if !fv.HAProxyAt.IsZero() {
+		fv.HAProxy = fv.HAProxyAt.Sub(fv.At)
+	}
 	return fv
 }
 
 // story is one merged failover as a timeline row with its steps.
 func story(cf status.ClusterFailover) Failover {
 	fv := timed(Failover{
-		Failover: status.Failover{Master: cf.Master, From: cf.From, To: cf.To, At: cf.At, ConsulAt: cf.ConsulAt, TwemproxyAt: cf.TwemproxyAt},
+		Failover: status.Failover{Master: cf.Master, From: cf.From, To: cf.To, At: cf.At, ConsulAt: cf.ConsulAt, TwemproxyAt: cf.TwemproxyAt, HAProxyAt: cf.HAProxyAt},
 		Merged:   true, Nodes: cf.Nodes, Gap: cf.Gap,
 	})
 	for _, p := range cf.Phases {
@@ -275,6 +298,45 @@ func follow(servers []status.Server) string {
 		return "on the Sentinel masters"
 	}
 	return fmt.Sprintf("%d of %d servers follow Sentinel", follows, len(servers))
+}
+
+type localFrontend struct {
+	frontend *status.HAProxyFrontend
+	haproxy  *status.HAProxyStatus
+}
+
+// localFrontends are the frontends this agent drives, by service ID.
+func localFrontends(hs []status.HAProxyStatus) map[string]localFrontend {
+	out := map[string]localFrontend{}
+	for i := range hs {
+		h := &hs[i]
+		for j := range h.Frontends {
+			if id := h.Frontends[j].ServiceID; id != "" {
+				out[id] = localFrontend{&h.Frontends[j], h}
+			}
+		}
+	}
+	return out
+}
+
+// followFrontend sums up whether a HAProxy frontend's servers, as its Meta
+// names them, point at the Sentinel truth this agent holds.
+func followFrontend(p status.ClusterProxy) string {
+	wrong := 0
+	for _, s := range p.Servers {
+		if !s.Matches {
+			wrong++
+		}
+	}
+	switch {
+	case len(p.Servers) == 0:
+		return "names no server"
+	case wrong > 0:
+		return plural(wrong, "server") + " not on the Sentinel master"
+	case p.Follows == nil:
+		return "no Sentinel truth here to compare"
+	}
+	return "on the Sentinel masters"
 }
 
 // verdict is the worst state and the words for it.

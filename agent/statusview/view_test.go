@@ -2,6 +2,7 @@ package statusview
 
 import (
 	"testing"
+	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
 )
@@ -27,5 +28,40 @@ func TestFollow(t *testing.T) {
 		if got := follow(tc.servers); got != tc.want {
 			t.Errorf("%s: follow = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestHAProxyInView: a frontend gets the local driver's block when this
+// agent drives it and its words from the servers its Meta names; the
+// HAProxy servers route their shard; the timeline carries HAProxy's delay.
+func TestHAProxyInView(t *testing.T) {
+	at := time.Unix(1000, 0)
+	no := false
+	cl := status.Cluster{
+		Shards: []status.Shard{{Name: "orders"}},
+		Proxies: []status.ClusterProxy{
+			{ClusterNode: status.ClusterNode{ServiceID: "haproxy-e1-edge-rw"}, Kind: status.ProxyHAProxy, Pool: "rw", Follows: &no,
+				Servers: []status.ClusterProxyServer{{Name: "redis-rw/orders", MasterName: "orders", Addr: "10.0.0.1:6379", Want: "10.0.0.2:6379"}}},
+			{ClusterNode: status.ClusterNode{ServiceID: "haproxy-e2-edge-rw"}, Kind: status.ProxyHAProxy, Pool: "rw"},
+		},
+		Failovers: []status.ClusterFailover{{Master: "orders", To: "10.0.0.2:6379", At: at, HAProxyAt: at.Add(3 * time.Millisecond)}},
+	}
+	snap := status.Snapshot{HAProxy: []status.HAProxyStatus{{
+		Name:      "edge",
+		Servers:   []status.HAProxyServer{{Backend: "redis-rw", Server: "orders", MasterName: "orders", Addr: "10.0.0.1:6379", Want: "10.0.0.2:6379"}},
+		Frontends: []status.HAProxyFrontend{{Name: "rw", ServiceID: "haproxy-e1-edge-rw"}},
+	}}}
+	v := Build(snap, cl, at, 0)
+	if p := v.Proxies[0]; p.HAProxy == nil || p.HAProxy.Name != "edge" || p.Frontend == nil || p.Follow != "1 server not on the Sentinel master" {
+		t.Errorf("driven frontend: %+v", p)
+	}
+	if p := v.Proxies[1]; p.HAProxy != nil || p.Follow != "names no server" {
+		t.Errorf("another agent's frontend: %+v", p)
+	}
+	if r := v.Shards[0].Routes; len(r) != 1 || r[0].Kind != status.ProxyHAProxy || r[0].Pool != "redis-rw/orders" || r[0].Matches {
+		t.Errorf("routes: %+v", r)
+	}
+	if f := v.Timeline[0]; f.HAProxy != 3*time.Millisecond {
+		t.Errorf("timeline HAProxy = %s, want 3ms", f.HAProxy)
 	}
 }

@@ -7,6 +7,7 @@ package consulname
 
 import (
 	"net"
+	"strconv"
 	"strings"
 )
 
@@ -42,7 +43,73 @@ const (
 	MetaPool         = "pool"          // a twemproxy pool or HAProxy frontend
 	MetaVersion      = "version"       // an agent: its build
 	MetaHTTP         = "http"          // an agent: its status API address
+	// MetaServers is an HAProxy frontend's servers as FormatServers writes
+	// them: which backend/servers it covers, the master name each follows
+	// and where HAProxy points it. A value longer than Consul's 512 bytes
+	// continues under MetaServers+"_1", "_2"…; ParseServers reads them all.
+	MetaServers = "servers"
 )
+
+// metaValueMax is Consul's limit on one Meta value.
+const metaValueMax = 512
+
+// ProxyServer is one HAProxy server as a frontend's Meta carries it.
+type ProxyServer struct {
+	Name       string // backend/server
+	MasterName string
+	Addr       string // where HAProxy points it; empty when HAProxy lacks it
+}
+
+// FormatServers is the Meta of a frontend's servers: entries
+// "backend/server=master_name@host:port" joined by ",", split over
+// MetaServers, MetaServers_1… so that no value passes Consul's limit.
+// Names with "=", "@" or "," would not read back, and the config rejects
+// them nowhere, so they are replaced by "_".
+func FormatServers(servers []ProxyServer) map[string]string {
+	clean := strings.NewReplacer("=", "_", "@", "_", ",", "_").Replace
+	out := map[string]string{}
+	key, cur, n := MetaServers, "", 0
+	for _, s := range servers {
+		e := clean(s.Name) + "=" + clean(s.MasterName) + "@" + clean(s.Addr)
+		if cur != "" && len(cur)+1+len(e) > metaValueMax {
+			out[key] = cur
+			n++
+			key, cur = MetaServers+"_"+strconv.Itoa(n), ""
+		}
+		if cur != "" {
+			cur += ","
+		}
+		cur += e
+	}
+	if cur != "" {
+		out[key] = cur
+	}
+	return out
+}
+
+// ParseServers reads what FormatServers wrote; an entry that does not
+// parse is skipped and counted in bad, so a reader can say so.
+func ParseServers(meta map[string]string) (servers []ProxyServer, bad int) {
+	for i := 0; ; i++ {
+		key := MetaServers
+		if i > 0 {
+			key += "_" + strconv.Itoa(i)
+		}
+		v, ok := meta[key]
+		if !ok {
+			return servers, bad
+		}
+		for _, e := range strings.Split(v, ",") {
+			name, rest, ok1 := strings.Cut(e, "=")
+			master, a, ok2 := strings.Cut(rest, "@")
+			if !ok1 || !ok2 || name == "" || master == "" {
+				bad++
+				continue
+			}
+			servers = append(servers, ProxyServer{Name: name, MasterName: master, Addr: a})
+		}
+	}
+}
 
 // ServiceID is "<prefix>-<host>-<port>" of a service announced at addr, for
 // example redis-10.0.0.5-6379. Dots are kept, as the contract shows them and

@@ -1,6 +1,8 @@
 package consulname
 
 import (
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -71,5 +73,31 @@ func TestServiceIDAndDNSLabel(t *testing.T) {
 		if got := DNSLabel(in); got != want {
 			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestServersRoundTrip: a frontend's servers read back as written, over
+// several Meta values when one would pass Consul's 512 bytes.
+func TestServersRoundTrip(t *testing.T) {
+	var in []ProxyServer
+	for i := range 40 {
+		in = append(in, ProxyServer{Name: fmt.Sprintf("redis-rw/shard-%02d", i), MasterName: fmt.Sprintf("shard-%02d", i), Addr: fmt.Sprintf("10.0.0.%d:6379", i)})
+	}
+	in = append(in, ProxyServer{Name: "b/missing", MasterName: "m"})
+	meta := FormatServers(in)
+	if len(meta) < 2 {
+		t.Fatalf("40 servers in %d Meta values, want them split", len(meta))
+	}
+	for k, v := range meta {
+		if len(v) > metaValueMax {
+			t.Errorf("%s is %d bytes, over Consul's %d", k, len(v), metaValueMax)
+		}
+	}
+	out, bad := ParseServers(meta)
+	if bad != 0 || !reflect.DeepEqual(in, out) {
+		t.Errorf("read back %d bad, %+v\nwant %+v", bad, out, in)
+	}
+	if out, bad := ParseServers(map[string]string{MetaServers: "x/y=m@1.2.3.4:1,garbage"}); bad != 1 || len(out) != 1 {
+		t.Errorf("a bad entry: %d bad, %+v", bad, out)
 	}
 }

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"sync"
 	"time"
+
+	netaddr "github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 )
 
 // Kind is the part of the agent an Event comes from. It is a named type so
@@ -18,6 +20,7 @@ const (
 	KindTwemproxy Kind = "twemproxy" // a pipeline run, restart, rollback
 	KindAgent     Kind = "agent"     // start, reload, stop
 	KindRedis     Kind = "redis"     // the agent acted on a local Redis (a write pause)
+	KindHAProxy   Kind = "haproxy"   // a HAProxy server moved, a runtime API error
 )
 
 // Event levels, how loud an Event is; an empty Level is recorded as
@@ -40,6 +43,8 @@ const (
 	TargetConsul Target = iota + 1
 	// TargetTwemproxy is a twemproxy config rewritten and restarted.
 	TargetTwemproxy
+	// TargetHAProxy is a HAProxy server moved through the runtime API.
+	TargetHAProxy
 )
 
 // String is the target's name in logs and in the status API.
@@ -49,6 +54,8 @@ func (t Target) String() string {
 		return "consul"
 	case TargetTwemproxy:
 		return "twemproxy"
+	case TargetHAProxy:
+		return "haproxy"
 	}
 	return "unknown"
 }
@@ -73,6 +80,7 @@ type Failover struct {
 	At          time.Time // when the agent learnt of it
 	ConsulAt    time.Time
 	TwemproxyAt time.Time
+	HAProxyAt   time.Time
 }
 
 // slot is where f keeps the time target applied it; nil for an unknown target.
@@ -82,6 +90,8 @@ func (f *Failover) slot(target Target) *time.Time {
 		return &f.ConsulAt
 	case TargetTwemproxy:
 		return &f.TwemproxyAt
+	case TargetHAProxy:
+		return &f.HAProxyAt
 	}
 	return nil
 }
@@ -171,7 +181,9 @@ func (j *Journal) AppliedBy(target Target, master, addr string, t time.Time) (d 
 		if f.Master != master {
 			continue
 		}
-		if f.To != addr {
+		// Targets spell an address as they read it (the HAProxy driver
+		// normalises it), so compare addresses, not strings.
+		if !netaddr.Same(f.To, addr) {
 			return 0, false
 		}
 		slot := f.slot(target)
@@ -205,4 +217,10 @@ func (j *Journal) Failovers() []Failover {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]Failover(nil), j.failovers...)
+}
+
+// AppliedHAProxy marks the newest failover of master to addr as applied by
+// a HAProxy server moved to it at t (see AppliedBy).
+func (j *Journal) AppliedHAProxy(master, addr string, t time.Time) (time.Duration, bool) {
+	return j.AppliedBy(TargetHAProxy, master, addr, t)
 }

@@ -52,3 +52,21 @@ func TestJournalBounded(t *testing.T) {
 		t.Error("a nil journal records nothing")
 	}
 }
+
+// TestAppliedHAProxy: the HAProxy target has its own slot,
+// marked once.
+func TestAppliedHAProxy(t *testing.T) {
+	j := NewJournal(10)
+	t0 := time.Unix(1000, 0)
+	j.Failover("s1", "10.0.0.1:6379", "10.0.0.2:6379", t0)
+	if d, ok := j.AppliedHAProxy("s1", "10.0.0.2:6379", t0.Add(3*time.Millisecond)); !ok || d != 3*time.Millisecond {
+		t.Fatalf("AppliedHAProxy = %s, %v", d, ok)
+	}
+	if _, ok := j.AppliedHAProxy("s1", "10.0.0.2:6379", t0.Add(time.Second)); ok {
+		t.Error("a second HAProxy move marked the failover again")
+	}
+	f := j.Failovers()[0]
+	if !f.HAProxyAt.Equal(t0.Add(3*time.Millisecond)) || !f.TwemproxyAt.IsZero() || TargetHAProxy.String() != "haproxy" {
+		t.Errorf("failover = %+v", f)
+	}
+}
