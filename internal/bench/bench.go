@@ -19,6 +19,10 @@
 //  7. haproxy: kill -9 → first write through HAProxy driven by the agent and
 //     through HAProxy's own role check, and the writes each loses once the
 //     old master returns as a master.
+//  8. follow (same stack and runs as 7): kill -9 → first write on the new
+//     master through twemproxy and Consul DNS, the agent's share from the
+//     promoted replica answering ROLE master, and the acknowledged writes
+//     lost in a planned failover and after an old master returns.
 package bench
 
 import (
@@ -51,7 +55,7 @@ const (
 )
 
 // Figures lists every figure in the order they run.
-var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites, FigHAProxy}
+var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites, FigHAProxy, FigFollow}
 
 // Options configure a benchmark run. Zero values take the defaults of a full
 // run, or of the short run when Short is set.
@@ -320,7 +324,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.want(FigIdle) {
 		phase("idle", func(ctx context.Context) error { return runIdle(ctx, e, rep) })
 	}
-	if o.want(FigHAProxy) {
+	if o.want(FigHAProxy, FigFollow) {
 		phase("haproxy", func(ctx context.Context) error { return runHAProxy(ctx, e, rep) })
 	}
 	rep.Duration = time.Since(began).Round(time.Second)
