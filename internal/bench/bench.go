@@ -497,7 +497,7 @@ func runReaction(ctx context.Context, e *env, rep *Report) error {
 		if o.want(FigOutage) && len(kchg.xs) > 0 {
 			rep.Rows = append(rep.Rows, plain("6", "  per kill -9 (the killed node restarts and rejoins)", "", kchg.summary()))
 		}
-		rep.Notes = append(rep.Notes, fmt.Sprintf("6: a write is a register, a deregister, a TTL update that changes the check status, or the TTL update that sets the output right after a register; requests by kind over all failover windows: %v.", kinds))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("6: a write is a register, a deregister, or a TTL update that changes the check status or its output (the registrar writes status and reason in one TTL update; a tag change writes the check, then registers; a fresh registration registers, then sets the status); the registrar reads each change back from the catalog (counted as reads); requests by kind over all failover windows: %v.", kinds))
 		if note := crossCheck(ctx, append(agents, rs.proxyAgent)); note != "" {
 			rep.Notes = append(rep.Notes, note)
 		}

@@ -18,7 +18,7 @@ type hxFigures struct {
 }
 
 // runHAProxy runs figures 7 and 8 in one stack: Kills kill -9 runs, then
-// Failovers planned failovers (at most 10).
+// Failovers planned failovers (at most 10; one in the short run).
 func runHAProxy(ctx context.Context, e *env, rep *Report) error {
 	st, err := startHX(ctx, e)
 	if err != nil {
@@ -34,7 +34,11 @@ func runHAProxy(ctx context.Context, e *env, rep *Report) error {
 			return fmt.Errorf("kill %d: %w", i+1, err)
 		}
 	}
-	for i := range min(e.o.Failovers, 10) {
+	planned := min(e.o.Failovers, 10)
+	if e.o.Short {
+		planned = 1
+	}
+	for i := range planned {
 		if err := st.planned(ctx, f, i); err != nil {
 			return fmt.Errorf("planned failover %d: %w", i+1, err)
 		}
