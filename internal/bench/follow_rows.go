@@ -12,6 +12,7 @@ func (f *hxFigures) rows(rep *Report) {
 	rep.Rows = append(rep.Rows,
 		judged("7", "HAProxy: kill -9 → first write on the new master, agent-driven", "≤ role check", f.firstDriven.summary(), noLater),
 		plain("7", "  the same through HAProxy's role check (inter 100ms fall 1 rise 1)", "", ref),
+		plain("7", "  agent-driven: the promoted replica answers ROLE master → that write", "", f.shareDriven.summary()),
 		judged("7", "HAProxy: acknowledged writes lost once the old master returns, agent-driven", "0", f.lostDriven.summary(), zero),
 		plain("7", "  the same through HAProxy's role check", "", f.lostRef.summary()),
 		judged("7", "HAProxy: acknowledged writes lost in a planned failover (SENTINEL FAILOVER), agent-driven", "0", f.planDriven.summary(), zero),

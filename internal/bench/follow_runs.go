@@ -12,7 +12,8 @@ import (
 // hxFigures collects figures 7 and 8 over the runs.
 type hxFigures struct {
 	firstDriven, firstRef, firstTwem, firstDNS durations
-	shareTwem, shareDNS, promoted, switched    durations
+	shareDriven, shareTwem, shareDNS           durations
+	promoted, switched                         durations
 	lostDriven, lostRef, lostTwem, lostDNS     values // old master returns
 	planDriven, planRef, planTwem, planDNS     values // SENTINEL FAILOVER
 }
@@ -82,6 +83,7 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 		return fmt.Errorf("no replica of %s answered ROLE master within 30s", cur)
 	}
 	f.promoted.add(promo.at.Sub(killAt))
+	f.shareDriven.add(killAt.Add(time.Duration(f.firstDriven.xs[len(f.firstDriven.xs)-1] * float64(time.Millisecond))).Sub(promo.at))
 	if sw, err := st.watch.wait(pctx, st.shard.Name, cur, killAt); err == nil {
 		f.switched.add(sw.At.Sub(killAt))
 	} else {
