@@ -72,18 +72,22 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 		return err
 	}
 	deadAt := time.Now() // reaped: no write sent from now on reaches it
-	if f.lastDur(&f.firstDriven, func() (time.Duration, error) { return cl.driven.firstAfter(ctx, killAt) }) != nil {
-		return fmt.Errorf("agent-driven backend: no write after the kill")
+	dDriven, err := cl.driven.firstAfter(ctx, killAt)
+	if err != nil {
+		return fmt.Errorf("agent-driven backend: %w", err)
 	}
-	if f.lastDur(&f.firstRef, func() (time.Duration, error) { return cl.ref.firstAfter(ctx, killAt) }) != nil {
-		return fmt.Errorf("role-check backend: no write after the kill")
+	dRef, err := cl.ref.firstAfter(ctx, killAt)
+	if err != nil {
+		return fmt.Errorf("role-check backend: %w", err)
 	}
+	f.firstDriven.add(dDriven)
+	f.firstRef.add(dRef)
 	promo, ok := roles.wait(pctx)
 	if !ok {
 		return fmt.Errorf("no replica of %s answered ROLE master within 30s", cur)
 	}
 	f.promoted.add(promo.at.Sub(killAt))
-	f.shareDriven.add(killAt.Add(time.Duration(f.firstDriven.xs[len(f.firstDriven.xs)-1] * float64(time.Millisecond))).Sub(promo.at))
+	f.shareDriven.add(killAt.Add(dDriven).Sub(promo.at))
 	if sw, err := st.watch.wait(pctx, st.shard.Name, cur, killAt); err == nil {
 		f.switched.add(sw.At.Sub(killAt))
 	} else {
@@ -188,17 +192,6 @@ func (st *hxStack) planned(ctx context.Context, f *hxFigures, run int) error {
 	f.planDNS.add(float64(l.dns))
 	e.logf("haproxy planned failover %d: %s → %s; lost (of %d acknowledged): driven %d, role check %d, twemproxy %d, DNS %d",
 		run+1, cur, final, l.acked, l.driven, l.ref, l.twem, l.dns)
-	return nil
-}
-
-// lastDur runs f and adds its duration to d.
-func (f *hxFigures) lastDur(d *durations, get func() (time.Duration, error)) error {
-	v, err := get()
-	if err != nil {
-		d.fail()
-		return err
-	}
-	d.add(v)
 	return nil
 }
 
