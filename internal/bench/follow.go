@@ -31,10 +31,14 @@ type hxStack struct {
 	ipToAddr map[string]string
 	watch    *switchWatch
 	runs     int // writers started, for unique key prefixes
+	// proxyAgent drives HAProxy and twemproxy; nodeAgents are beside each
+	// Redis, by its address.
+	proxyAgent *agentProc
+	nodeAgents map[string]*agentProc
 }
 
 func startHX(ctx context.Context, e *env) (*hxStack, error) {
-	st := &hxStack{e: e, service: "redis-hx", ipToAddr: map[string]string{}}
+	st := &hxStack{e: e, service: "redis-hx", ipToAddr: map[string]string{}, nodeAgents: map[string]*agentProc{}}
 	shard, err := e.c.StartShard(sandbox.ShardOptions{Name: "hx", Replicas: 2})
 	if err != nil {
 		return nil, err
@@ -56,13 +60,15 @@ func startHX(ctx context.Context, e *env) (*hxStack, error) {
 		sentinels = append(sentinels, s.Addr())
 	}
 	for _, n := range shard.Nodes() {
-		if _, err := e.startAgent("agent-"+n.Name(), n.IP(), map[string]any{
+		a, err := e.startAgent("agent-"+n.Name(), n.IP(), map[string]any{
 			"node_name": n.Name(),
 			"sentinel":  map[string]any{"addresses": sentinels},
 			"redis":     []any{map[string]any{"address": n.Addr(), "master_name": shard.Name, "service": st.service}},
-		}); err != nil {
+		})
+		if err != nil {
 			return nil, err
 		}
+		st.nodeAgents[n.Addr()] = a
 	}
 	ip := e.c.NewIP()
 	ports, err := e.freePorts(ip, 2)
@@ -78,7 +84,7 @@ func startHX(ctx context.Context, e *env) (*hxStack, error) {
 	if err := os.WriteFile(conf, []byte(poolYAML([]poolSpec{{"hx", st.pool, shard.Master.Addr(), shard.Name}})), 0o644); err != nil {
 		return nil, err
 	}
-	if _, err := e.startAgent("agent-haproxy", ip, map[string]any{
+	if st.proxyAgent, err = e.startAgent("agent-haproxy", ip, map[string]any{
 		"node_name": "bench-haproxy",
 		"consul":    map[string]any{"ttl": "3s"},
 		"sentinel":  map[string]any{"addresses": sentinels},
@@ -213,4 +219,33 @@ func (st *hxStack) waitFinal(ctx context.Context, old string) (string, error) {
 		return st.e.settled(ctx, st.shard.Name, st.shard.Sentinels, st.nodes(), final)
 	})
 	return final, err
+}
+
+// ownLog reads, from the agents' own logs, when the proxy agent and the
+// promoted node's agent confirmed the promotion to addr (at or after since),
+// and the proxy agent's first twemproxy pipeline run after since. Log times
+// have millisecond resolution.
+func (st *hxStack) ownLog(addr string, since time.Time) (proxyConfirm, nodeConfirm time.Time, run time.Duration, ok [3]bool) {
+	first := func(lines []logLine) (logLine, bool) {
+		for _, l := range lines {
+			if !l.at.Before(since.Truncate(time.Millisecond)) {
+				return l, true
+			}
+		}
+		return logLine{}, false
+	}
+	if l, found := first(readLog(st.proxyAgent.LogPath(), "promotion confirmed", "new_master="+addr)); found {
+		proxyConfirm, ok[0] = l.at, true
+	}
+	if a := st.nodeAgents[addr]; a != nil {
+		if l, found := first(readLog(a.LogPath(), "promotion confirmed", "new_master="+addr)); found {
+			nodeConfirm, ok[1] = l.at, true
+		}
+	}
+	if l, found := first(readLog(st.proxyAgent.LogPath(), "config applied", "proxy=hx", "reason=rewrite")); found {
+		if d, err := time.ParseDuration(l.kv["run"]); err == nil {
+			run, ok[2] = d, true
+		}
+	}
+	return proxyConfirm, nodeConfirm, run, ok
 }

@@ -14,8 +14,11 @@ type hxFigures struct {
 	firstDriven, firstRef, firstTwem, firstDNS durations
 	shareDriven, shareTwem, shareDNS           durations
 	promoted, switched                         durations
-	lostDriven, lostRef, lostTwem, lostDNS     values // old master returns
-	planDriven, planRef, planTwem, planDNS     values // SENTINEL FAILOVER
+	// From the agents' own logs: ROLE master → their "promotion
+	// confirmed", and the twemproxy pipeline run that followed.
+	detectProxy, detectNode, pipeline      durations
+	lostDriven, lostRef, lostTwem, lostDNS values // old master returns
+	planDriven, planRef, planTwem, planDNS values // SENTINEL FAILOVER
 }
 
 // runHAProxy runs figures 7 and 8 in one stack: Kills kill -9 runs, then
@@ -93,32 +96,8 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 	} else {
 		f.switched.fail()
 	}
-	lt := &landing{w: cl.twem, since: deadAt, master: e.client(promo.addr), sentAfter: true}
-	ld := &landing{w: cl.dns, since: deadAt, master: e.client(promo.addr), sentAfter: true}
-	var wt, wd write
-	var okT, okD bool
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil && !(okT && okD); {
-		if !okT {
-			wt, okT = lt.poll(ctx)
-		}
-		if !okD {
-			wd, okD = ld.poll(ctx)
-		}
-		sleep(ctx, 5*time.Millisecond)
-	}
-	for _, p := range []struct {
-		ok           bool
-		w            write
-		first, share *durations
-	}{{okT, wt, &f.firstTwem, &f.shareTwem}, {okD, wd, &f.firstDNS, &f.shareDNS}} {
-		if p.ok {
-			p.first.add(p.w.Done.Sub(killAt))
-			p.share.add(p.w.Done.Sub(promo.at))
-		} else {
-			p.first.fail()
-			p.share.fail()
-		}
-	}
+	wt, wd, okT, okD := st.landings(ctx, cl, promo.addr, deadAt)
+	f.addLandings(killAt, promo.at, wt, wd, okT, okD)
 	// The old master returns at once, empty and a master, until Sentinel
 	// turns it into a replica.
 	if err := old.Restart(); err != nil {
@@ -128,6 +107,7 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 	if err != nil {
 		return err
 	}
+	f.addOwnLog(st, promo, killAt)
 	l, err := st.lost(ctx, cl, final)
 	if err != nil {
 		return err
@@ -142,6 +122,56 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 		fmtDelta(wt.Done, promo.at, okT)+" after ROLE", fmtDelta(wd.Done, promo.at, okD)+" after ROLE",
 		l.acked, l.driven, l.ref, l.twem, l.dns)
 	return nil
+}
+
+// landings waits (15s at most) for the first twemproxy and DNS writes sent
+// after deadAt that landed on master.
+func (st *hxStack) landings(ctx context.Context, cl *hxClients, master string, deadAt time.Time) (wt, wd write, okT, okD bool) {
+	lt := &landing{w: cl.twem, since: deadAt, master: st.e.client(master), sentAfter: true}
+	ld := &landing{w: cl.dns, since: deadAt, master: st.e.client(master), sentAfter: true}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil && !(okT && okD); {
+		if !okT {
+			wt, okT = lt.poll(ctx)
+		}
+		if !okD {
+			wd, okD = ld.poll(ctx)
+		}
+		sleep(ctx, 5*time.Millisecond)
+	}
+	return wt, wd, okT, okD
+}
+
+// addLandings records the kill → first write and the agent's share
+// (promoted → first write) of the twemproxy and DNS clients.
+func (f *hxFigures) addLandings(killAt, promoted time.Time, wt, wd write, okT, okD bool) {
+	for _, p := range []struct {
+		ok           bool
+		w            write
+		first, share *durations
+	}{{okT, wt, &f.firstTwem, &f.shareTwem}, {okD, wd, &f.firstDNS, &f.shareDNS}} {
+		if p.ok {
+			p.first.add(p.w.Done.Sub(killAt))
+			p.share.add(p.w.Done.Sub(promoted))
+		} else {
+			p.first.fail()
+			p.share.fail()
+		}
+	}
+}
+
+// addOwnLog records what the agents' own logs say of the promotion.
+func (f *hxFigures) addOwnLog(st *hxStack, promo promotion, since time.Time) {
+	pc, nc, took, found := st.ownLog(promo.addr, since)
+	for i, d := range []*durations{&f.detectProxy, &f.detectNode, &f.pipeline} {
+		switch {
+		case !found[i]:
+			d.fail()
+		case i == 2:
+			d.add(took)
+		default:
+			d.add(max(0, []time.Time{pc, nc}[i].Sub(promo.at)))
+		}
+	}
 }
 
 // planned is one SENTINEL FAILOVER with the four writers running; it counts
