@@ -446,10 +446,11 @@ func runReaction(ctx context.Context, e *env, rep *Report) error {
 	if o.want(FigOutage) {
 		rep.Rows = append(rep.Rows,
 			plain("2a", "kill -9 master → first write via twemproxy lands on new master", "", rs.outTwem.summary()),
-			plain("2a", "  agent's share: +switch-master → that write", "", rs.agentTwem.summary()),
+			plain("2a", "  agent's share: the promoted replica answers ROLE master → that write", "", rs.agentTwem.summary()),
 			plain("2b", "kill -9 master → first write via master.redis.service.consul", "", rs.outDNS.summary()),
-			plain("2b", "  agent's share: +switch-master → that write", "", rs.agentDNS.summary()),
-			plain("2", "  Sentinel's share: kill → first +switch-master", "", rs.sentinelShare.summary()),
+			plain("2b", "  agent's share: the promoted replica answers ROLE master → that write", "", rs.agentDNS.summary()),
+			plain("2", "  Sentinel's share: kill → the promoted replica answers ROLE master (polled every 1 ms)", "", rs.sentinelShare.summary()),
+			plain("2", "  kill → first +switch-master", "", rs.switchAfter.summary()),
 		)
 	}
 	if o.want(FigBlackout) {

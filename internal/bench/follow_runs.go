@@ -69,7 +69,7 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer pcancel()
-	roles := watchPromotion(pctx, st, cur)
+	roles := watchPromotion(pctx, e, st.nodes(), cur)
 	killAt := time.Now()
 	if err := old.Kill(); err != nil {
 		return err
@@ -247,13 +247,13 @@ type promotionWatch struct {
 	p    promotion
 }
 
-func watchPromotion(ctx context.Context, st *hxStack, master string) *promotionWatch {
+func watchPromotion(ctx context.Context, e *env, nodes []string, master string) *promotionWatch {
 	w := &promotionWatch{done: make(chan struct{})}
-	for _, n := range st.nodes() {
+	for _, n := range nodes {
 		if n == master {
 			continue
 		}
-		c := st.e.client(n)
+		c := e.client(n)
 		go func() {
 			t := time.NewTicker(time.Millisecond)
 			defer t.Stop()
