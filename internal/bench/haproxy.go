@@ -26,7 +26,8 @@ type hxWriter struct {
 
 	mu    sync.Mutex
 	acked []string
-	at    []time.Time
+	at    []time.Time // when each was acknowledged
+	sent  []time.Time // when each was sent
 }
 
 var hxWriters int
@@ -53,9 +54,10 @@ func startHXWriter(addr string) *hxWriter {
 			case <-tick.C:
 			}
 			key := fmt.Sprintf("%s:%d", prefix, i)
+			sent := time.Now()
 			if w.client.Set(ctx, key, i, 0).Err() == nil {
 				w.mu.Lock()
-				w.acked, w.at = append(w.acked, key), append(w.at, time.Now())
+				w.acked, w.at, w.sent = append(w.acked, key), append(w.at, time.Now()), append(w.sent, sent)
 				w.mu.Unlock()
 			}
 		}
@@ -83,15 +85,16 @@ func (w *hxWriter) keys() []string {
 	return append([]string(nil), w.acked...)
 }
 
-// firstAfter waits for a write acknowledged after t and returns how long
-// after t it was.
-func (w *hxWriter) firstAfter(ctx context.Context, t time.Time) (time.Duration, error) {
+// firstAfter waits for a write sent at or after sentAfter (when the killed
+// master was reaped: a reply already in flight from it does not count) and
+// returns how long after t it was acknowledged.
+func (w *hxWriter) firstAfter(ctx context.Context, t, sentAfter time.Time) (time.Duration, error) {
 	var d time.Duration
 	err := sandbox.Poll(ctx, "a write acknowledged after the kill", func(context.Context) error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		for _, at := range w.at {
-			if at.After(t) {
+		for i, at := range w.at {
+			if !w.sent[i].Before(sentAfter) {
 				d = at.Sub(t)
 				return nil
 			}
