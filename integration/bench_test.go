@@ -53,7 +53,7 @@ func TestBenchShort(t *testing.T) {
 			t.Errorf("%s %q: min %v p50 %v p95 %v max %v out of order", r.Figure, r.What, r.Min, r.P50, r.P95, r.Max)
 		}
 	}
-	for _, f := range []string{"1", "2", "3", "4", "5", "6"} {
+	for _, f := range []string{"1", "2", "3", "4", "5", "6", "7", "8"} {
 		if figures[f] == 0 {
 			t.Errorf("figure %s: no rows", f)
 		}
@@ -66,6 +66,9 @@ func TestBenchShort(t *testing.T) {
 		"2a": "first write via twemproxy",
 		"2b": "master.redis.service.consul",
 		"6":  "Consul writes per failover",
+		"7":  "first write on the new master, agent-driven",
+		"8a": "first write via twemproxy",
+		"8b": "first write via master.redis-hx",
 	}
 	for fig, what := range must {
 		r, ok := findRow(rep, fig, what)
@@ -92,6 +95,12 @@ func TestBenchShort(t *testing.T) {
 	}
 	if blackouts == 0 {
 		t.Errorf("figure 3: no blackout measured")
+	}
+	// The lost-write rows counted every run (zero is a measurement here).
+	for _, c := range []struct{ fig, what string }{{"7", "lost once the old master returns"}, {"8c", "lost via twemproxy"}, {"8d", "lost via twemproxy"}} {
+		if r, ok := findRow(rep, c.fig, c.what); !ok || r.N == 0 {
+			t.Errorf("figure %s: %q not counted", c.fig, c.what)
+		}
 	}
 	if r, ok := findRow(rep, "5", "RSS"); !ok || r.N == 0 || r.P50 <= 0 {
 		t.Errorf("figure 5: no RSS measured")

@@ -19,6 +19,10 @@
 //  7. haproxy: kill -9 → first write through HAProxy driven by the agent and
 //     through HAProxy's own role check, and the writes each loses once the
 //     old master returns as a master.
+//  8. follow (same stack and runs as 7): kill -9 → first write on the new
+//     master through twemproxy and Consul DNS, the agent's share from the
+//     promoted replica answering ROLE master, and the acknowledged writes
+//     lost in a planned failover and after an old master returns.
 package bench
 
 import (
@@ -51,7 +55,7 @@ const (
 )
 
 // Figures lists every figure in the order they run.
-var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites, FigHAProxy}
+var Figures = []string{FigReaction, FigOutage, FigBlackout, FigStorm, FigIdle, FigWrites, FigHAProxy, FigFollow}
 
 // Options configure a benchmark run. Zero values take the defaults of a full
 // run, or of the short run when Short is set.
@@ -320,7 +324,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.want(FigIdle) {
 		phase("idle", func(ctx context.Context) error { return runIdle(ctx, e, rep) })
 	}
-	if o.want(FigHAProxy) {
+	if o.want(FigHAProxy, FigFollow) {
 		phase("haproxy", func(ctx context.Context) error { return runHAProxy(ctx, e, rep) })
 	}
 	rep.Duration = time.Since(began).Round(time.Second)
@@ -442,10 +446,11 @@ func runReaction(ctx context.Context, e *env, rep *Report) error {
 	if o.want(FigOutage) {
 		rep.Rows = append(rep.Rows,
 			plain("2a", "kill -9 master → first write via twemproxy lands on new master", "", rs.outTwem.summary()),
-			plain("2a", "  agent's share: +switch-master → that write", "", rs.agentTwem.summary()),
+			plain("2a", "  agent's share: the promoted replica answers ROLE master → that write", "", rs.agentTwem.summary()),
 			plain("2b", "kill -9 master → first write via master.redis.service.consul", "", rs.outDNS.summary()),
-			plain("2b", "  agent's share: +switch-master → that write", "", rs.agentDNS.summary()),
-			plain("2", "  Sentinel's share: kill → first +switch-master", "", rs.sentinelShare.summary()),
+			plain("2b", "  agent's share: the promoted replica answers ROLE master → that write", "", rs.agentDNS.summary()),
+			plain("2", "  Sentinel's share: kill → the promoted replica answers ROLE master (polled every 1 ms)", "", rs.sentinelShare.summary()),
+			plain("2", "  kill → first +switch-master", "", rs.switchAfter.summary()),
 		)
 	}
 	if o.want(FigBlackout) {
@@ -493,7 +498,7 @@ func runReaction(ctx context.Context, e *env, rep *Report) error {
 		if o.want(FigOutage) && len(kchg.xs) > 0 {
 			rep.Rows = append(rep.Rows, plain("6", "  per kill -9 (the killed node restarts and rejoins)", "", kchg.summary()))
 		}
-		rep.Notes = append(rep.Notes, fmt.Sprintf("6: a write is a register, a deregister, a TTL update that changes the check status, or the TTL update that sets the output right after a register; requests by kind over all failover windows: %v.", kinds))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("6: a write is a register, a deregister, or a TTL update that changes the check status or its output (the registrar writes status and reason in one TTL update; a tag change writes the check, then registers; a fresh registration registers, then sets the status); the registrar reads each change back from the catalog (counted as reads); requests by kind over all failover windows: %v.", kinds))
 		if note := crossCheck(ctx, append(agents, rs.proxyAgent)); note != "" {
 			rep.Notes = append(rep.Notes, note)
 		}

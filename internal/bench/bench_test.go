@@ -82,7 +82,7 @@ not a log line
 }
 
 func TestConsulCounterClassifies(t *testing.T) {
-	cc := &consulCounter{lastStatus: map[string]string{}, registered: map[string]time.Time{}}
+	cc := &consulCounter{lastStatus: map[string]string{}, lastOutput: map[string]string{}, registered: map[string]time.Time{}}
 	req := func(method, path, body string) {
 		cc.record(httptest.NewRequest(method, path, strings.NewReader(body)))
 	}
@@ -92,18 +92,20 @@ func TestConsulCounterClassifies(t *testing.T) {
 	cc.mu.Lock()
 	cc.registered["redis-a"] = time.Now().Add(-time.Hour) // the register is old now
 	cc.mu.Unlock()
-	req("PUT", "/v1/agent/check/update/service:redis-a", `{"Status":"passing","Output":"refresh"}`)
+	req("PUT", "/v1/agent/check/update/service:redis-a", `{"Status":"passing","Output":"set right after the register"}`)
+	// A tag change writes the check (a new reason) before it registers.
+	req("PUT", "/v1/agent/check/update/service:redis-a", `{"Status":"passing","Output":"a new reason"}`)
 	req("PUT", "/v1/agent/check/update/service:redis-a", `{"Status":"critical","Output":"changed"}`)
 	req("PUT", "/v1/agent/service/deregister/redis-a", "")
 	got := cc.count(time.Time{}, time.Now().Add(time.Second))
-	want := map[string]int{reqRead: 1, reqRegister: 1, reqFollowUp: 1, reqRefresh: 1, reqStatus: 1, reqDeregister: 1}
+	want := map[string]int{reqRead: 1, reqRegister: 1, reqFollowUp: 1, reqRefresh: 1, reqOutput: 1, reqStatus: 1, reqDeregister: 1}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: got %d, want %d (all: %v)", k, got[k], v, got)
 		}
 	}
-	if n := changes(got); n != 4 {
-		t.Errorf("changes: %d, want 4", n)
+	if n := changes(got); n != 5 {
+		t.Errorf("changes: %d, want 5", n)
 	}
 }
 

@@ -102,6 +102,10 @@ type writer struct {
 	// target returns where to connect now: a fixed pool address, or the
 	// master Consul DNS answers.
 	target func(ctx context.Context) (string, error)
+	// dropOnError reconnects (and resolves again) after an error reply
+	// too: a client that follows a master by name must leave a node that
+	// answers READONLY.
+	dropOnError bool
 
 	mu     sync.Mutex
 	writes []write
@@ -151,7 +155,7 @@ func (w *writer) run(ctx context.Context, limit int) {
 			wr.Err = err.Error()
 		}
 		var re replyError
-		if err != nil && !errors.As(err, &re) {
+		if err != nil && (w.dropOnError || !errors.As(err, &re)) {
 			c.Close()
 			c = nil
 		}
@@ -228,4 +232,17 @@ func (w *writer) errorsBetween(from, to time.Time) string {
 		parts = append(parts, fmt.Sprintf("%d× %q from +%.1fms", m[e].n, e, ms(m[e].first.Sub(from))))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// ackedKeys returns every key whose write was acknowledged.
+func (w *writer) ackedKeys() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, wr := range w.writes {
+		if wr.OK {
+			out = append(out, wr.Key)
+		}
+	}
+	return out
 }

@@ -22,8 +22,9 @@ const (
 	reqRegister   = "register"   // PUT /v1/agent/service/register
 	reqDeregister = "deregister" // PUT /v1/agent/service/deregister/...
 	reqStatus     = "status"     // a TTL update that changes the check's status
-	reqFollowUp   = "follow-up"  // a TTL update right after a register of its service (sets the output)
-	reqRefresh    = "refresh"    // a TTL update with the status unchanged: keeps the TTL alive
+	reqOutput     = "output"     // a TTL update that changes the check's output (its reason), not its status
+	reqFollowUp   = "follow-up"  // a TTL update right after a register of its service (a fresh registration's status)
+	reqRefresh    = "refresh"    // a TTL update with status and output unchanged: keeps the TTL alive
 	reqOtherWrite = "other-write"
 )
 
@@ -44,6 +45,7 @@ type consulCounter struct {
 	mu         sync.Mutex
 	reqs       []consulRequest
 	lastStatus map[string]string    // check ID → last status written
+	lastOutput map[string]string    // check ID → last output written by a TTL update
 	registered map[string]time.Time // service ID → last register
 }
 
@@ -59,7 +61,7 @@ func startConsulCounter(ip, consulAddr string) (*consulCounter, error) {
 	// An agent stopped in the middle of a blocking query is no news.
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-	cc := &consulCounter{ln: ln, lastStatus: map[string]string{}, registered: map[string]time.Time{}}
+	cc := &consulCounter{ln: ln, lastStatus: map[string]string{}, lastOutput: map[string]string{}, registered: map[string]time.Time{}}
 	cc.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			cc.record(r)
@@ -86,7 +88,7 @@ func (cc *consulCounter) record(r *http.Request) {
 	now := time.Now()
 	p := r.URL.Path
 	kind := reqOtherWrite
-	var checkID, status, serviceID string
+	var checkID, status, output, serviceID string
 	switch {
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		kind = reqRead
@@ -109,9 +111,9 @@ func (cc *consulCounter) record(r *http.Request) {
 		kind = reqDeregister
 	case strings.HasPrefix(p, "/v1/agent/check/update/"):
 		checkID = strings.TrimPrefix(p, "/v1/agent/check/update/")
-		var body struct{ Status string }
+		var body struct{ Status, Output string }
 		if b := peekBody(r); b != nil && json.Unmarshal(b, &body) == nil {
-			status = body.Status
+			status, output = body.Status, body.Output
 		}
 		kind = reqRefresh
 	case strings.HasPrefix(p, "/v1/agent/check/pass/"), strings.HasPrefix(p, "/v1/agent/check/warn/"), strings.HasPrefix(p, "/v1/agent/check/fail/"):
@@ -132,6 +134,7 @@ func (cc *consulCounter) record(r *http.Request) {
 		}
 	case reqRefresh:
 		prev, seen := cc.lastStatus[checkID]
+		prevOut, seenOut := cc.lastOutput[checkID]
 		svc := strings.TrimPrefix(checkID, "service:")
 		switch {
 		case seen && prev != status:
@@ -140,8 +143,13 @@ func (cc *consulCounter) record(r *http.Request) {
 			kind = reqFollowUp
 		case !seen:
 			kind = reqStatus
+		case seenOut && prevOut != output:
+			// The registrar writes a tag change's check first, then
+			// registers: the check write changes the reason.
+			kind = reqOutput
 		}
 		cc.lastStatus[checkID] = status
+		cc.lastOutput[checkID] = output
 	}
 	cc.reqs = append(cc.reqs, consulRequest{At: now, Kind: kind, Path: p})
 }
@@ -173,9 +181,10 @@ func (cc *consulCounter) count(from, to time.Time) map[string]int {
 }
 
 // changes is the number of writes that change what Consul holds: register,
-// deregister, status changes and the output written right after a register.
+// deregister, TTL updates that change the status or the output, and the
+// status written right after a fresh register.
 func changes(byKind map[string]int) int {
-	return byKind[reqRegister] + byKind[reqDeregister] + byKind[reqStatus] + byKind[reqFollowUp]
+	return byKind[reqRegister] + byKind[reqDeregister] + byKind[reqStatus] + byKind[reqOutput] + byKind[reqFollowUp]
 }
 
 func total(byKind map[string]int) int {

@@ -80,8 +80,10 @@ type reactionStack struct {
 	floorBusyCheck, floorBusyWrite durations
 
 	// Outage (figure 2) on the supervise shard.
-	outTwem, outDNS, sentinelShare, agentTwem, agentDNS durations
-	killsDNSMax                                         int
+	// sentinelShare ends when the promoted replica answers ROLE master;
+	// switchAfter is kill → the first +switch-master.
+	outTwem, outDNS, sentinelShare, switchAfter, agentTwem, agentDNS durations
+	killsDNSMax                                                      int
 }
 
 func startReaction(ctx context.Context, e *env) (*reactionStack, error) {
@@ -474,6 +476,9 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 		stop()
 		return err
 	}
+	pctx, pcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer pcancel()
+	roles := watchPromotion(pctx, e, rs.nodes(sh), old)
 	killAt := time.Now()
 	sh.triggers = append(sh.triggers, trigger{at: killAt, kill: true})
 	if err := node.Kill(); err != nil {
@@ -488,6 +493,13 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 	if err != nil {
 		stop()
 		return err
+	}
+	// The agent acts on the promotion, before +switch-master: its share
+	// starts when the promoted replica answers ROLE master.
+	promo, ok := roles.wait(pctx)
+	if !ok {
+		stop()
+		return fmt.Errorf("no replica of %s answered ROLE master", old)
 	}
 	lt := &landing{w: tw, since: deadAt, master: e.client(sw.New), sentAfter: true}
 	ld := &landing{w: dwr, since: deadAt, master: e.client(sw.New), sentAfter: true}
@@ -505,23 +517,24 @@ func (rs *reactionStack) kill(ctx context.Context, sh *rxShard, run int) error {
 	}
 	stop()
 	rs.killsDNSMax = max(rs.killsDNSMax, dnsMax)
-	rs.sentinelShare.add(sw.At.Sub(killAt))
+	rs.sentinelShare.add(promo.at.Sub(killAt))
+	rs.switchAfter.add(sw.At.Sub(killAt))
 	if okT {
 		rs.outTwem.add(wt.Done.Sub(killAt))
-		rs.agentTwem.add(wt.Done.Sub(sw.At))
+		rs.agentTwem.add(wt.Done.Sub(promo.at))
 	} else {
 		rs.outTwem.fail()
 		rs.agentTwem.fail()
 	}
 	if okD {
 		rs.outDNS.add(wd.Done.Sub(killAt))
-		rs.agentDNS.add(wd.Done.Sub(sw.At))
+		rs.agentDNS.add(wd.Done.Sub(promo.at))
 	} else {
 		rs.outDNS.fail()
 		rs.agentDNS.fail()
 	}
-	e.logf("outage #%d: kill %s, +switch-master after %s; twemproxy outage %s, DNS outage %s", run+1, old,
-		sw.At.Sub(killAt).Round(time.Millisecond), fmtDelta(wt.Done, killAt, okT), fmtDelta(wd.Done, killAt, okD))
+	e.logf("outage #%d: kill %s, ROLE master after %s, +switch-master after %s; twemproxy outage %s, DNS outage %s", run+1, old,
+		promo.at.Sub(killAt).Round(time.Millisecond), sw.At.Sub(killAt).Round(time.Millisecond), fmtDelta(wt.Done, killAt, okT), fmtDelta(wd.Done, killAt, okD))
 	sh.master = sw.New
 	// The killed node comes back; Sentinel makes it a replica of the new
 	// master (or it already is one, from the config Sentinel rewrote).
