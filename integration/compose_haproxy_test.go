@@ -153,36 +153,40 @@ func (s *composeStack) checkHAProxy(ctx context.Context, t *testing.T, shard str
 	})
 
 	w := s.startHAProxyWriter(ctx, shard)
-	stopped := time.Now()
+	started := time.Now()
 	s.checkStopMaster(ctx, t, shard) // the same stop, failover and return as its own subtest
 	final, views := s.sentinelTruth(ctx, shard)
 	if final == "" {
 		w.stop()
 		t.Fatalf("no Sentinel majority for %s after the failover: %s", shard, views)
 	}
-	waitFor(ctx, t, 30*time.Second, "HAProxy follows the new master "+s.host(final)+", its frontend passing in Consul", func(ctx context.Context) (bool, string) {
-		return s.haproxyFollows(ctx, shard, final)
-	})
-	if h, err := s.haproxyStatus(ctx); err == nil && h.LastMove != nil {
-		t.Logf("HAProxy: last move %s %s → %s at +%s after the stop (agent reaction %s); %d moves, %d reconciles",
-			h.LastMove.Server, h.LastMove.From, h.LastMove.To, h.LastMove.At.Sub(stopped).Round(time.Millisecond),
-			h.LastMove.Reaction.Round(time.Microsecond), h.Moves, h.Reconciles)
-	}
-	waitFor(ctx, t, 15*time.Second, "writes through HAProxy land on the new master", func(ctx context.Context) (bool, string) {
+	// Writes first: they fail on their own when HAProxy was not moved.
+	waitFor(ctx, t, 15*time.Second, "writes through HAProxy land on the new master "+s.host(final), func(ctx context.Context) (bool, string) {
 		return s.writeThroughHAProxy(ctx, shard, "ha-after-"+shard, 20, final)
 	})
 	acked := w.stop()
+	waitFor(ctx, t, 30*time.Second, "HAProxy's "+shard+" server on the new master, its frontend passing in Consul", func(ctx context.Context) (bool, string) {
+		return s.haproxyFollows(ctx, shard, final)
+	})
+	moved := started
+	if h, err := s.haproxyStatus(ctx); err == nil && h.LastMove != nil {
+		moved = h.LastMove.At
+		t.Logf("HAProxy: last move %s %s → %s %s after the writer started (agent reaction %s); %d moves, %d reconciles",
+			h.LastMove.Server, h.LastMove.From, h.LastMove.To, h.LastMove.At.Sub(started).Round(time.Millisecond),
+			h.LastMove.Reaction.Round(time.Microsecond), h.Moves, h.Reconciles)
+	}
 	missing, err := missingOn(ctx, final, acked)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("writer through HAProxy's %s frontend: %d attempts, %d acknowledged (%d after the stop), %d failed; acknowledged but missing on the final master %s: %d",
-		shard, w.attempts, len(acked), w.ackedAfter(stopped), w.failed, s.host(final), len(missing))
+	after, gap := w.ackedAfter(moved)
+	t.Logf("writer through HAProxy's %s frontend: %d attempts, %d acknowledged (%d after the move), %d failed, longest gap between acknowledgements %s; acknowledged but missing on the final master %s: %d",
+		shard, w.attempts, len(acked), after, w.failed, gap.Round(time.Millisecond), s.host(final), len(missing))
 	if len(missing) > 0 {
 		t.Errorf("%d writes acknowledged through HAProxy are missing on the final master %s, e.g. %v", len(missing), final, missing[:min(5, len(missing))])
 	}
-	if w.ackedAfter(stopped) == 0 {
-		t.Errorf("no write through HAProxy's %s frontend was acknowledged after the stop", shard)
+	if after == 0 {
+		t.Errorf("no write through HAProxy's %s frontend was acknowledged after HAProxy moved to %s", shard, final)
 	}
 }
 
@@ -238,16 +242,22 @@ func (w *haproxyWriter) stop() []string {
 	return slices.Clone(w.acked)
 }
 
-func (w *haproxyWriter) ackedAfter(t time.Time) int {
+// ackedAfter counts the writes acknowledged after t, and returns the longest
+// time without an acknowledgement: the write outage HAProxy's clients saw.
+func (w *haproxyWriter) ackedAfter(t time.Time) (int, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
-	for _, at := range w.ackedAt {
+	var gap time.Duration
+	for i, at := range w.ackedAt {
 		if at.After(t) {
 			n++
 		}
+		if i > 0 {
+			gap = max(gap, at.Sub(w.ackedAt[i-1]))
+		}
 	}
-	return n
+	return n, gap
 }
 
 // missingOn returns the keys the Redis at addr does not hold.
