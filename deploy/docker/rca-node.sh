@@ -286,6 +286,7 @@ EOF
   done
   IFS=$IFS_SAVE
   DAEMON=(haproxy -db -f "$conf")
+  WAIT_SOCKET=$sock
   agent_config <<EOF
 haproxy:
   - name: ${RCA_HAPROXY_NAME:-edge}
@@ -346,6 +347,15 @@ main() {
 
   "${DAEMON[@]}" &
   local daemon=$!
+  # The agent would report (and retry) a runtime socket that HAProxy has not
+  # made yet: give HAProxy up to 5s to make it.
+  if [ -n "${WAIT_SOCKET:-}" ]; then
+    local i
+    for ((i = 0; i < 50; i++)); do
+      [ -S "$WAIT_SOCKET" ] && break
+      sleep 0.1
+    done
+  fi
   run_agent_loop &
   local agent=$!
   # shellcheck disable=SC2317 # called by the trap
