@@ -1,5 +1,5 @@
-# The redis-consul-agent image: the agent plus redis-server, redis-sentinel and
-# nutcracker from Debian, so that one image serves every role of the demo stack
+# The redis-consul-agent image: the agent plus redis-server, redis-sentinel,
+# nutcracker and haproxy (2.6 in bookworm) from Debian, so that one image serves every role of the demo stack
 # (docker-compose.yml); deploy/docker/rca-node.sh picks the role from RCA_ROLE.
 #
 #   docker build -t redis-consul-agent .
@@ -33,7 +33,7 @@ FROM ${AGENT_FROM} AS agent
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="redis-consul-agent" \
-      org.opencontainers.image.description="redis-consul-agent with redis-server, redis-sentinel and nutcracker" \
+      org.opencontainers.image.description="redis-consul-agent with redis-server, redis-sentinel, nutcracker and haproxy" \
       org.opencontainers.image.source="https://github.com/seed42ef8afe/redis-consul-agent" \
       io.github.seed42ef8afe.rca.image="agent"
 # Debian's packages try to start their services: nothing runs init here.
@@ -41,7 +41,7 @@ RUN set -eux; \
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        redis-server redis-sentinel redis-tools nutcracker tini ca-certificates; \
+        redis-server redis-sentinel redis-tools nutcracker haproxy tini ca-certificates; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     useradd --system --create-home --home-dir /var/lib/rca --shell /usr/sbin/nologin rca
 COPY --from=agent /out/redis-consul-agent /usr/local/bin/redis-consul-agent
@@ -49,6 +49,7 @@ COPY deploy/docker/rca-node.sh /usr/local/bin/rca-node
 USER rca
 WORKDIR /var/lib/rca
 # 6379 Redis, 26379 Sentinel, 22121 the twemproxy pool, 22222 nutcracker stats,
+# 6380.. the HAProxy frontends, 8404 HAProxy's Prometheus exporter,
 # 8765 the agent's status API, metrics and dashboard.
-EXPOSE 6379 26379 22121 22222 8765
+EXPOSE 6379 26379 22121 22222 6380 6381 8404 8765
 ENTRYPOINT ["tini", "--", "rca-node"]

@@ -32,7 +32,7 @@ var composeHosts = map[string]string{
 	"consul": "10", "redis-a1": "11", "redis-a2": "12", "redis-a3": "13",
 	"redis-b1": "21", "redis-b2": "22", "redis-b3": "23",
 	"sentinel-1": "31", "sentinel-2": "32", "sentinel-3": "33", "twemproxy": "40",
-	"prometheus": "50",
+	"haproxy": "41", "prometheus": "50",
 }
 
 // TestCompose brings up docker-compose.yml for real (issue 6): checks Consul
@@ -43,7 +43,9 @@ var composeHosts = map[string]string{
 // again when it comes back. Last it checks the stack's Prometheus, which loads
 // deploy/prometheus/alerts.yml: no alert fired in all that, and
 // RedisShardNoMaster fires while a master that Sentinel cannot replace is cut
-// off, and resolves when it is back. It tears the stack down at the end.
+// off, and resolves when it is back. Then HAProxy, driven by its agent: it
+// followed all that, and follows a stopped master with a writer through it
+// (compose_haproxy_test.go). It tears the stack down at the end.
 //
 // It needs Docker (integration/compose/stack.sh installs and starts it as
 // root) and runs only with RCA_COMPOSE=1 (make test-compose); RCA_COMPOSE_KEEP=1
@@ -76,7 +78,8 @@ func TestCompose(t *testing.T) {
 	_ = t.Run("Steady", func(t *testing.T) { s.checkSteady(ctx, t); s.checkPrometheus(ctx, t) }) &&
 		t.Run("StopMaster", func(t *testing.T) { s.checkStopMaster(ctx, t, "shard-a") }) &&
 		t.Run("Partition", func(t *testing.T) { s.checkPartition(ctx, t, "shard-b") }) &&
-		t.Run("NoMasterAlert", func(t *testing.T) { s.checkNoMasterAlert(ctx, t, "shard-a") })
+		t.Run("NoMasterAlert", func(t *testing.T) { s.checkNoMasterAlert(ctx, t, "shard-a") }) &&
+		t.Run("HAProxy", func(t *testing.T) { s.checkHAProxy(ctx, t, "shard-b") })
 }
 
 // TestDeploySamples checks that the sample agent configs in deploy/config are
@@ -112,7 +115,10 @@ type composeStack struct {
 	consul *api.Client
 	dns    *net.Resolver
 	http   *http.Client
-	ports  struct{ consul, dns, proxy, dashboard, prometheus string }
+	ports  struct {
+		consul, dns, proxy, dashboard, prometheus string
+		haproxy                                   map[string]string // the frontends' published ports by shard
+	}
 }
 
 func repoRoot(t *testing.T) string {
@@ -138,6 +144,7 @@ func newComposeStack(t *testing.T) *composeStack {
 	s.ports.proxy = envOr("RCA_TWEMPROXY_PORT", "22121")
 	s.ports.dashboard = envOr("RCA_DASHBOARD_PORT", "8765")
 	s.ports.prometheus = envOr("RCA_PROMETHEUS_PORT", "9090")
+	s.ports.haproxy = map[string]string{"shard-a": envOr("RCA_HAPROXY_A_PORT", "6380"), "shard-b": envOr("RCA_HAPROXY_B_PORT", "6381")}
 	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:" + s.ports.consul})
 	if err != nil {
 		t.Fatal(err)

@@ -6,11 +6,12 @@
 #   RCA_ROLE=redis      redis-server, and the agent registering it (redis role)
 #   RCA_ROLE=sentinel   redis-sentinel, and the agent registering it
 #   RCA_ROLE=twemproxy  the agent, which runs nutcracker as its child (supervise)
+#   RCA_ROLE=haproxy    haproxy, and the agent driving it through its runtime socket
 #   RCA_ROLE=agent      only the agent, with the config at RCA_AGENT_CONFIG
 #   anything else       run the given command (e.g. `redis-cli ...`)
 #
 # Configs are written under RCA_DATA (default /var/lib/rca). The Redis,
-# Sentinel and nutcracker files are written once and then kept: Sentinel and
+# Sentinel, nutcracker and HAProxy files are written once and then kept: Sentinel and
 # the agent rewrite them, and a restarted container must come back with what
 # they wrote (an old master that comes back as master is the split-brain case
 # the agent guards against). The agent config is written at every start unless
@@ -31,6 +32,10 @@
 #   twemproxy: RCA_POOL_NAME [demo], RCA_POOL_LISTEN [0.0.0.0:22121],
 #              RCA_POOL_SERVERS (name=host:port,...; names are Sentinel master names),
 #              RCA_STATS_PORT [22222]
+#   haproxy:   RCA_HAPROXY_SERVERS (name=host:port,...; names are Sentinel master names):
+#              one frontend, backend and server per name, the frontends listening on
+#              RCA_HAPROXY_PORT [6380] and the ports after it in the list's order;
+#              RCA_HAPROXY_NAME [edge], RCA_HAPROXY_STATS_PORT [8404] (/metrics, /stats)
 set -euo pipefail
 
 ROLE="${RCA_ROLE:-}"
@@ -216,6 +221,85 @@ twemproxy:
 EOF
 }
 
+# setup_haproxy writes a haproxy.cfg in the form of deploy/haproxy/haproxy.cfg
+# (one frontend, backend and server per shard; the runtime socket at level
+# admin) and the agent config that drives it. HAProxy runs as this container's
+# user, so the socket needs no shared group: only the agent beside it can use
+# it, as on a host. A restarted HAProxy comes back with the addresses of this
+# file and the agent puts them right at its next reconcile.
+setup_haproxy() {
+  : "${RCA_HAPROXY_SERVERS:?RCA_HAPROXY_SERVERS: name=host:port,... (names are Sentinel master names)}"
+  local ip dir conf sock port stats name addr IFS_SAVE servers="" frontends=""
+  ip=$(announce_ip)
+  dir="$DATA/haproxy"
+  conf="$dir/haproxy.cfg"
+  sock="$dir/admin.sock"
+  port="${RCA_HAPROXY_PORT:-6380}"
+  stats="${RCA_HAPROXY_STATS_PORT:-8404}"
+  mkdir -p "$dir"
+  {
+    cat <<EOF
+# Written by rca-node at the first start; redis-consul-agent keeps each
+# server on its shard's master through the runtime API (no reload).
+global
+    log stdout format raw local0
+    maxconn 4096
+    stats socket $sock mode 600 level admin
+    stats timeout 10s
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 1s
+    timeout client 1h
+    timeout server 1h
+    timeout check 500ms
+
+frontend stats
+    mode http
+    option httplog
+    option dontlog-normal
+    bind 0.0.0.0:$stats
+    timeout client 10s
+    http-request use-service prometheus-exporter if { path /metrics }
+    stats enable
+    stats uri /stats
+    stats refresh 2s
+EOF
+    IFS_SAVE=$IFS; IFS=,
+    for s in $RCA_HAPROXY_SERVERS; do
+      name=${s%%=*}; addr=${s#*=}
+      printf '\nfrontend %s\n    bind 0.0.0.0:%s\n    default_backend %s\n' "$name" "$port" "$name"
+      printf '\nbackend %s\n    server %s %s check inter 1s fall 2 rise 1\n' "$name" "$name" "$addr"
+      port=$((port + 1))
+    done
+    IFS=$IFS_SAVE
+  } | write_once "$conf"
+  port="${RCA_HAPROXY_PORT:-6380}"
+  IFS_SAVE=$IFS; IFS=,
+  for s in $RCA_HAPROXY_SERVERS; do
+    name=${s%%=*}
+    servers+="      - {backend: $name, server: $name, master_name: $name}"$'\n'
+    frontends+="      - {name: $name, address: $ip:$port, backends: [$name]}"$'\n'
+    port=$((port + 1))
+  done
+  IFS=$IFS_SAVE
+  DAEMON=(haproxy -db -f "$conf")
+  WAIT_SOCKET=$sock
+  agent_config <<EOF
+haproxy:
+  - name: ${RCA_HAPROXY_NAME:-edge}
+    runtime_api: $sock
+    servers:
+${servers%$'\n'}
+    frontends:
+${frontends%$'\n'}
+    service: haproxy
+    reconcile: 5s
+EOF
+}
+
 # run_agent_loop keeps the agent running beside the daemon: an agent that
 # exits is started again after a capped backoff, and the daemon is left alone
 # (the agent failing must not take Redis down). SIGTERM stops the agent
@@ -243,15 +327,16 @@ main() {
     redis) setup_redis ;;
     sentinel) setup_sentinel ;;
     twemproxy) setup_twemproxy ;;
+    haproxy) setup_haproxy ;;
     agent)
       [ -s "${RCA_AGENT_CONFIG:-}" ] || die "RCA_ROLE=agent needs RCA_AGENT_CONFIG, a readable agent config"
       exec "$AGENT_BIN" agent --config "$RCA_AGENT_CONFIG"
       ;;
     "")
-      [ $# -gt 0 ] || die "set RCA_ROLE to redis, sentinel, twemproxy or agent, or give a command"
+      [ $# -gt 0 ] || die "set RCA_ROLE to redis, sentinel, twemproxy, haproxy or agent, or give a command"
       exec "$@"
       ;;
-    *) die "RCA_ROLE=$ROLE: want redis, sentinel, twemproxy or agent" ;;
+    *) die "RCA_ROLE=$ROLE: want redis, sentinel, twemproxy, haproxy or agent" ;;
   esac
 
   if [ "${#DAEMON[@]}" -eq 0 ]; then
@@ -262,6 +347,15 @@ main() {
 
   "${DAEMON[@]}" &
   local daemon=$!
+  # The agent would report (and retry) a runtime socket that HAProxy has not
+  # made yet: give HAProxy up to 5s to make it.
+  if [ -n "${WAIT_SOCKET:-}" ]; then
+    local i
+    for ((i = 0; i < 50; i++)); do
+      [ -S "$WAIT_SOCKET" ] && break
+      sleep 0.1
+    done
+  fi
   run_agent_loop &
   local agent=$!
   # shellcheck disable=SC2317 # called by the trap

@@ -248,7 +248,7 @@ up() {
   cat >&2 <<'EOF'
 compose: the stack is up. Try:
   dig @localhost -p 8600 master.redis.service.consul
-  redis-cli -p 22121 set hello world
+  redis-cli -p 22121 set hello world   (twemproxy; HAProxy: -p 6380 shard-a, -p 6381 shard-b)
   http://localhost:8765/  (dashboard)   http://localhost:8500/ui/  (Consul)
   http://localhost:9090/alerts  (Prometheus, the rules of deploy/prometheus/alerts.yml)
   docker stop rca-redis-a1             (and watch shard-a fail over)
