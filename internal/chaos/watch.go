@@ -119,6 +119,9 @@ func (cp *campaign) followEvents(ctx context.Context, sentinel string) {
 	for ctx.Err() == nil {
 		c := redis.NewClient(&redis.Options{Addr: sentinel, Protocol: 2, DisableIdentity: true, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
 		ps := c.Subscribe(ctx, "+selected-slave", "+promoted-slave", "+switch-master")
+		// The channel closes only with the subscription: close it when the
+		// campaign stops watching.
+		stop := context.AfterFunc(ctx, func() { ps.Close() })
 		for msg := range ps.Channel() {
 			f := strings.Fields(msg.Payload)
 			var shard, addr string
@@ -138,6 +141,7 @@ func (cp *campaign) followEvents(ctx context.Context, sentinel string) {
 			cp.events = append(cp.events, event{at: time.Now(), text: fmt.Sprintf("sentinel %s %s %s for %s", sentinel, msg.Channel, addr, shard)})
 			cp.mu.Unlock()
 		}
+		stop()
 		ps.Close()
 		c.Close()
 		select {
