@@ -80,7 +80,7 @@ func (r *Report) Write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "acknowledged writes lost: dns %d, proxy %d (excused: %d on a Redis killed or frozen after acknowledging)\n",
 		r.Lost["dns"], r.Lost["proxy"], r.Excused)
-	fmt.Fprintf(w, "acknowledged writes lost to a failover under way (no write pause on the outgoing master yet): %d\n", r.InFailover)
+	fmt.Fprintf(w, "acknowledged writes lost to a failover Sentinel had under way when they were acknowledged: %d\n", r.InFailover)
 	var largest int64
 	for _, v := range r.MaxAgentRSS {
 		largest = max(largest, v)
