@@ -69,11 +69,6 @@ const (
 //     masters in DNS; its check expires within its agent's consul.ttl.
 //     Found by the chaos campaign: an old master's agent cut off from
 //     Consul during the failover left DNS answering both for 1.3 s.
-//   - Consul cannot be asked at the bound: wait on too, until the limit. The
-//     chaos campaign found DNS answering two live masters for 0.7 s after
-//     a Consul server was killed during a failover: the handoff took the
-//     tag at the bound and the old master's withdrawal reached the catalog
-//     after it.
 //   - Otherwise, or at the limit: take anyway. What Consul still answers
 //     (or may answer, unseen) is a master the Sentinels disown that is
 //     dead, or whose agent is cut off past its TTL; withholding the tag on
@@ -109,12 +104,6 @@ func handoffStep(truth Master, view PeerView, expired, limited bool, names Names
 	}
 	if len(alive) > 0 && !limited {
 		return handoffWait, "consul still answers " + strings.Join(alive, ", ") + ", which answers Redis: waiting until its agent withdraws it or its check expires"
-	}
-	if view.Err != nil && !limited {
-		// Consul cannot be asked (no leader, say): a tag written now could
-		// reach the catalog before the old master's withdrawal, both queued
-		// while Consul is away. Wait on, asking again, until the limit.
-		return handoffWait, "cannot ask consul whether the old master left its answers: waiting until it answers or the limit"
 	}
 	var why []string
 	if view.Err != nil {

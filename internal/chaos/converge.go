@@ -42,14 +42,26 @@ func (cp *campaign) converged(ctx context.Context) error {
 			return fmt.Errorf("%s: %s named by Sentinel is not master yet (%v %v)", shard, m, role, err)
 		}
 		r := cp.st.nodeByIP(strings.Split(m, ":")[0])
+		answered := 0
+		var silent []string
 		for _, k := range cp.st.servers {
 			ips, err := k.LookupA(ctx, shardTag(shard)+".redis.service.consul")
 			if err != nil {
-				return err
+				// A Consul server whose DNS does not answer disagrees with
+				// nobody; DNS must be right wherever it answers.
+				silent = append(silent, k.NodeName()+": "+err.Error())
+				continue
 			}
+			answered++
 			if len(ips) != 1 || r == nil || ips[0] != r.IP() {
 				return fmt.Errorf("%s: DNS at %s answers %v, Sentinel names %s", shard, k.NodeName(), ips, m)
 			}
+		}
+		if answered == 0 {
+			return fmt.Errorf("%s: no Consul server answers DNS: %s", shard, strings.Join(silent, "; "))
+		}
+		if len(silent) > 0 {
+			cp.note("converge: %s", strings.Join(silent, "; "))
 		}
 		b, err := os.ReadFile(cp.st.proxyConf)
 		if err != nil {
