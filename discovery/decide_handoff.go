@@ -45,6 +45,10 @@ const (
 	// handoffRefuse: the truth no longer names this node; do not take the
 	// tag, decide again.
 	handoffRefuse
+	// handoffUnknown: the bound is over and Consul could not be asked; do
+	// not take the tag, register without it (saying why) and hand off
+	// again shortly.
+	handoffUnknown
 )
 
 // handoffStep is the rule of the master handoff. A node Sentinel promoted
@@ -62,6 +66,15 @@ const (
 //     another ID does not count), and the answer is complete: take.
 //   - Otherwise wait, up to the bound. An answer the ACL token filtered, or
 //     no answer at all, is unknown, never "no old master".
+//   - At the bound, Consul not answering: do not take the tag (unknown),
+//     however long it has been. A read fails when the local Consul agent is
+//     down or misconfigured, and then a write fails too; or when the
+//     servers have no leader, and then a write is taken by the local agent
+//     and reaches the catalog whenever a leader is back, perhaps before the
+//     old master's withdrawal, which waits on its own agent's sync. Found
+//     by the chaos campaign: a Consul server killed during a failover left
+//     DNS answering both masters for 0.7 s. The caller registers without
+//     the tag, with the reason, and hands off again shortly.
 //   - At the bound (MasterHandoff), the truth still naming this node: if a
 //     node Consul still answers is alive (it answers Redis), wait on until
 //     the limit (HandoffLimit): its agent is cut off from Consul, the node
@@ -96,6 +109,10 @@ func handoffStep(truth Master, view PeerView, expired, limited bool, names Names
 	if !expired {
 		return handoffWait, ""
 	}
+	if view.Err != nil {
+		return handoffUnknown, "cannot ask consul whether the old master left its answers (" + view.Err.Error() +
+			"): not taking the master tag until consul answers"
+	}
 	var alive []string
 	for _, p := range view.Alive {
 		if !names.IsSelf(p.Addr) {
@@ -106,9 +123,6 @@ func handoffStep(truth Master, view PeerView, expired, limited bool, names Names
 		return handoffWait, "consul still answers " + strings.Join(alive, ", ") + ", which answers Redis: waiting until its agent withdraws it or its check expires"
 	}
 	var why []string
-	if view.Err != nil {
-		why = append(why, "cannot ask consul whether the old master left its answers: "+view.Err.Error())
-	}
 	if len(others) > 0 {
 		why = append(why, "consul still answers "+strings.Join(others, ", ")+
 			", a master the Sentinels no longer name (its agent may be dead or cut off: it stays in DNS until its check expires)")

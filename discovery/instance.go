@@ -144,9 +144,13 @@ type Instance struct {
 	// confirmed is when a Sentinel majority or event last confirmed this
 	// node as master (or Run started); only the Run loop touches it.
 	confirmed time.Time
-	lastTruth Master
-	version   string
-	reread    bool // read the version again: Redis was unreachable
+	// handoffBlind is set while handoffs end unknown (Consul cannot be
+	// asked), so that the outage is logged once. Only the Run loop
+	// touches it.
+	handoffBlind bool
+	lastTruth    Master
+	version      string
+	reread       bool // read the version again: Redis was unreachable
 }
 
 // NewInstance checks the options and returns the runner; Run starts it.
@@ -255,15 +259,26 @@ func (i *Instance) Run(ctx context.Context) error {
 	defer tick.Stop()
 
 	i.confirmed = time.Now()
-	i.evaluate(ctx, "start")
+	// again fires shortly after a handoff that could not ask Consul, so
+	// that the tag is taken as soon as Consul answers, not a tick later.
+	var again <-chan time.Time
+	evaluate := func(why string) {
+		again = nil
+		if i.evaluate(ctx, why) {
+			again = time.After(handoffRetryPause)
+		}
+	}
+	evaluate("start")
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			i.evaluate(ctx, "tick")
+			evaluate("tick")
+		case <-again:
+			evaluate("handoff")
 		case <-paused:
-			i.evaluate(ctx, "write pause")
+			evaluate("write pause")
 		case <-notify:
 			t := i.truth()
 			i.mu.Lock()
@@ -272,7 +287,7 @@ func (i *Instance) Run(ctx context.Context) error {
 			names := i.names.names(ctx, i.self, t.Addr, prev.Addr)
 			if !names.Same(t.Addr, prev.Addr) || t.Known() != prev.Known() {
 				i.withdraw(ctx, t, names)
-				i.evaluate(ctx, "sentinel")
+				evaluate("sentinel")
 			}
 		}
 	}
@@ -309,29 +324,38 @@ func (i *Instance) waitFirstTruth(ctx context.Context, notify <-chan struct{}) b
 // evaluate reads Redis, decides and hands the result to the Registry. A
 // node about to gain the master tag first waits for the handoff, and then
 // decides again: the wait may have lasted long enough for the truth or the
-// role to change, and a decision made before it must not be published.
-func (i *Instance) evaluate(ctx context.Context, why string) {
+// role to change, and a decision made before it must not be published. It
+// reports whether the handoff is still going on (Consul could not be
+// asked), so that the caller evaluates again shortly.
+func (i *Instance) evaluate(ctx context.Context, why string) bool {
 	local, truth, d := i.decide(ctx)
 	if ctx.Err() != nil {
-		return
+		return false
 	}
+	pending := false
 	if d.Role == consulname.RoleMaster && !i.holdsMaster() && i.opts.Peers != nil && i.opts.MasterHandoff > 0 {
-		verdict := i.handoff(ctx)
+		verdict, reason := i.handoff(ctx)
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		local, truth, d = i.decide(ctx)
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if d.Role == consulname.RoleMaster && verdict != handoffTake && verdict != handoffTakeAnyway {
-			// The truth came back to this node in the instant after the
-			// handoff gave up: the next evaluation hands off again.
+			// Consul could not be asked, or the truth came back to this
+			// node in the instant after the handoff gave up: hand off
+			// again shortly, registered without the master tag meanwhile.
+			pending = true
 			d = Decision{Role: consulname.RoleUnknown, Status: api.HealthWarning,
-				Why: "Sentinel names this node master, but its master handoff did not complete: trying again; " + d.Why}
+				Why: "Sentinel names this node master, but its master handoff did not complete (" + reason + "): trying again; " + d.Why}
 		}
 	}
+	if !pending {
+		i.handoffBlind = false
+	}
 	i.publish(ctx, d, local, truth, why)
+	return pending
 }
 
 // decide reads Redis and the truth of this moment and applies Decide and

@@ -31,9 +31,12 @@ func ConsulPeers(c *api.Client) PeerQuery {
 const handoffRetryPause = 50 * time.Millisecond
 
 // handoff waits, up to MasterHandoff, until Consul answers no other node for
-// this master name's master tag, and returns what handoffStep ruled: take
-// (at once or anyway at the bound) or refuse (the truth moved on).
-func (i *Instance) handoff(ctx context.Context) handoffVerdict {
+// this master name's master tag, and returns what handoffStep ruled and
+// why: take (at once or anyway at the bound), refuse (the truth moved on)
+// or unknown (Consul could not be asked). The limit of a wait on a live old
+// master counts from this call: after an unknown one, from when Consul was
+// asked again, since a check cannot expire in a catalog that has no leader.
+func (i *Instance) handoff(ctx context.Context) (handoffVerdict, string) {
 	start := time.Now()
 	deadline := start.Add(i.opts.MasterHandoff)
 	limit := start.Add(max(i.opts.MasterHandoff, i.opts.HandoffLimit))
@@ -52,7 +55,7 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 		view, next := i.peers(qctx, tag, index, wait)
 		cancel()
 		if ctx.Err() != nil {
-			return handoffRefuse
+			return handoffRefuse, "stopping"
 		}
 		truth := i.truth()
 		addrs := []string{truth.Addr}
@@ -67,18 +70,29 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 		waited := time.Since(start).Round(time.Microsecond)
 		switch verdict {
 		case handoffTake:
-			if index != 0 || warned {
+			if index != 0 || warned || i.handoffBlind {
 				i.log.Info("master handoff: the old master left consul's answers", "waited", waited)
 			}
-			return verdict
+			i.handoffBlind = false
+			return verdict, why
 		case handoffRefuse:
 			i.log.Info("master handoff: not taking the master tag", "why", why, "waited", waited)
-			return verdict
+			i.handoffBlind = false
+			return verdict, why
 		case handoffTakeAnyway:
 			i.log.Warn("master handoff: taking the master tag at the end of the wait", "why", why, "waited", waited)
 			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
-				Detail: fmt.Sprintf("took %s after %s: %s", tag, i.opts.MasterHandoff, why)})
-			return verdict
+				Detail: fmt.Sprintf("took %s after %s: %s", tag, waited, why)})
+			i.handoffBlind = false
+			return verdict, why
+		case handoffUnknown:
+			if !i.handoffBlind { // once for the whole outage
+				i.handoffBlind = true
+				i.log.Warn("master handoff: "+why, "waited", waited)
+				i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
+					Detail: fmt.Sprintf("did not take %s: %s", tag, why)})
+			}
+			return verdict, why
 		}
 		if expired && why != "" && !waitingOnAlive {
 			waitingOnAlive = true
@@ -89,10 +103,6 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 			i.log.Warn("master handoff: consul hides registrations with the master tag from the agent's ACL token, so it cannot tell whether the old master left; waiting until none is hidden or master_handoff ends (give the token service:read on the service and node:read)",
 				"service", i.opts.Service, "tag", tag, "master_handoff", i.opts.MasterHandoff)
 		}
-		if view.Err != nil && !warned {
-			warned = true
-			i.log.Warn("master handoff: cannot ask consul whether the old master left; retrying until master_handoff", "error", view.Err)
-		}
 		if view.Err != nil || view.Hidden {
 			// Ask again shortly, without blocking: whether Consul wakes a
 			// blocking query for a change the token may not see is not
@@ -100,7 +110,7 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 			next = 0
 			select {
 			case <-ctx.Done():
-				return handoffRefuse
+				return handoffRefuse, "stopping"
 			case <-time.After(min(handoffRetryPause, max(time.Until(deadline), 0))):
 			}
 		}
@@ -109,7 +119,7 @@ func (i *Instance) handoff(ctx context.Context) handoffVerdict {
 			// nodes again shortly rather than block the whole limit.
 			select {
 			case <-ctx.Done():
-				return handoffRefuse
+				return handoffRefuse, "stopping"
 			case <-time.After(handoffRetryPause):
 			}
 		}

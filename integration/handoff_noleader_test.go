@@ -1,0 +1,217 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
+	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
+)
+
+// TestHandoffWithoutConsulLeader is the chaos campaign's rare two-masters
+// case made certain. The Consul server dies during a failover, and the old
+// master's agent is cut off from its Consul client, so that its withdrawal
+// cannot reach the catalog before the new master's tag (in the campaign the
+// two withdrawals raced). With no leader the new master's agent cannot ask
+// Consul whether the old master left; a registration made then is taken by
+// its local Consul client and reaches the catalog the moment a leader is
+// back, while the catalog still holds the old master passing until its TTL
+// expires. The agent must not take the master tag while Consul cannot be
+// asked, and once it can, must wait for the live old master to leave. DNS (through the new master's Consul client, stale reads
+// off) and the health API are sampled every few ms from before the server
+// comes back until the new master is alone and a second longer: no sample
+// may answer both. On the agent that took the tag at the end of the 500 ms
+// handoff whatever Consul said, DNS answered both for seconds.
+func TestHandoffWithoutConsulLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Consul, Redis, Sentinel and the agent")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := harness.ForTest(t, sandbox.Options{})
+	dns := map[string]any{"allow_stale": false, "node_ttl": "0s", "service_ttl": map[string]string{"*": "0s"}}
+	server, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-server", Extra: map[string]any{"dns_config": dns}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := []string{net.JoinHostPort(server.IP(), strconv.Itoa(server.SerfLANPort))}
+	shard, err := c.StartShard(sandbox.ShardOptions{Name: "noleader", Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, next := shard.Master, shard.Replicas[0]
+	clients := map[string]*sandbox.Consul{}
+	agents := map[string]*sandbox.Agent{}
+	links := map[string]*sandbox.Link{}
+	for _, r := range shard.Nodes() {
+		k, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-" + r.Name(), Extra: map[string]any{
+			"server": false, "bootstrap_expect": 0, "retry_join": join, "dns_config": dns,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[r.Addr()] = k
+		l, err := c.NewLink(k.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		links[r.Addr()] = l
+		cfg := agentConfig(k, shard, r, r.Name())
+		cfg["consul"] = map[string]any{"address": l.Addr(), "ttl": "10s"}
+		if agents[r.Addr()], err = c.StartAgent("", "agent-"+r.Name(), r.IP(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc, err := server.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMasters(ctx, t, sc, old.Addr())
+
+	// The old master's agent is cut off from Consul, the Consul server
+	// dies, and Sentinel fails the shard over.
+	links[old.Addr()].Cut(true)
+	defer links[old.Addr()].Cut(false)
+	if err := server.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return shard.Sentinels[0].Client().Failover(qctx, shard.Name).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	got, err := shard.WaitFailover(wctx, old.Addr())
+	wcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != next.Addr() {
+		t.Fatalf("Sentinel promoted %s, want %s", got, next.Addr())
+	}
+	// The new master's agent has made its handoff decision: it took the
+	// tag into its Consul client's local state, or it is waiting, saying why.
+	na := agents[next.Addr()]
+	var decided string
+	if err := sandbox.Poll(ctx, "the new master's handoff decision", func(ctx context.Context) error {
+		body, err := secGet(ctx, na.URL("/v1/status"))
+		if err != nil {
+			return err
+		}
+		var st status.Snapshot
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		for _, in := range st.Instances {
+			switch {
+			case in.Role == "master":
+				decided = "took the master tag"
+				return nil
+			case strings.Contains(in.Why, "master handoff did not complete"):
+				decided = "waited: " + in.Why
+				return nil
+			}
+		}
+		return fmt.Errorf("instances %+v", st.Instances)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with no Consul leader, the new master's agent %s", decided)
+
+	s := &pairSampler{dns: clients[next.Addr()], name: "noleader-master.redis.service.consul", a: old.IP(), b: next.IP()}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.run(sctx) })
+	back := time.Now()
+	if err := server.Restart(false); err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
+	err = sandbox.Poll(rctx, "the new master alone in consul", func(ctx context.Context) error {
+		got, err := passingMasters(ctx, sc)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, []string{next.Addr()}) {
+			return fmt.Errorf("masters %v", got)
+		}
+		return nil
+	})
+	rcancel()
+	alone := time.Since(back)
+	select { // an observation window after the condition, not a wait for one
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+	}
+	stop()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, total, first, last := s.result()
+	t.Logf("consul server back; new master alone in consul %s later; %d DNS samples", alone.Round(time.Millisecond), total)
+	if total < 100 {
+		t.Fatalf("only %d DNS samples answered", total)
+	}
+	if both > 0 {
+		t.Fatalf("DNS answered both %s and %s as master in %d of %d samples, from %s to %s after the Consul server's restart began (the new master's agent %s)",
+			old.Addr(), next.Addr(), both, total, first.Sub(back).Round(time.Millisecond), last.Sub(back).Round(time.Millisecond), decided)
+	}
+}
+
+// pairSampler asks a Consul agent's DNS, every few ms, for name, and counts
+// the answers that hold both a and b.
+type pairSampler struct {
+	dns  *sandbox.Consul
+	name string
+	a, b string
+
+	mu          sync.Mutex
+	first, last time.Time
+	both, total int
+}
+
+func (s *pairSampler) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		ips, err := s.dns.LookupA(qctx, s.name)
+		cancel()
+		now := time.Now()
+		s.mu.Lock()
+		if err == nil {
+			s.total++
+			if slices.Contains(ips, s.a) && slices.Contains(ips, s.b) {
+				if s.both == 0 {
+					s.first = now
+				}
+				s.both++
+				s.last = now
+			}
+		}
+		s.mu.Unlock()
+		t := time.NewTimer(3 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (s *pairSampler) result() (both, total int, first, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.both, s.total, s.first, s.last
+}
