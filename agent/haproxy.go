@@ -27,16 +27,6 @@ func (s haproxyTruth) Masters() map[string]haproxy.Master {
 
 func (s haproxyTruth) Subscribe() (<-chan struct{}, func()) { return s.m.Subscribe() }
 
-// haproxyRegistry adapts the Registrar to the HAProxy driver.
-type haproxyRegistry struct{ r *discovery.Registrar }
-
-func (p haproxyRegistry) Update(ctx context.Context, s haproxy.Service, h haproxy.Health) error {
-	return p.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
-		discovery.Health{Status: h.Status, Output: h.Output})
-}
-
-func (p haproxyRegistry) Remove(ctx context.Context, id string) error { return p.r.Remove(ctx, id) }
-
 // HAProxyServers turns a config entry's servers into the driver's.
 func HAProxyServers(h config.HAProxy) []haproxy.Server {
 	out := make([]haproxy.Server, 0, len(h.Servers))
@@ -63,7 +53,7 @@ func (a *Agent) startHAProxy(name string, h config.HAProxy, c *config.Config) (c
 	}
 	o := haproxy.Options{
 		Name: h.Name, Node: c.NodeName, RuntimeAPI: h.RuntimeAPI, Servers: HAProxyServers(h), Service: h.Service,
-		Truth: haproxyTruth{a.monitor}, Registry: haproxyRegistry{a.registrar},
+		Truth: haproxyTruth{a.monitor}, Registry: a.registrar,
 		Timeout: h.Timeout.D(), ReconcileInterval: h.Reconcile.D(),
 		Logger: a.opts.Logger, Metrics: a.haproxyMetrics, Journal: a.journal,
 	}

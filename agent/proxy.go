@@ -28,16 +28,6 @@ func (s masterSource) Masters() map[string]twemproxy.Master {
 
 func (s masterSource) Subscribe() (<-chan struct{}, func()) { return s.m.Subscribe() }
 
-// proxyRegistry adapts the Registrar to the twemproxy runner.
-type proxyRegistry struct{ r *discovery.Registrar }
-
-func (p proxyRegistry) Update(ctx context.Context, s twemproxy.Service, h twemproxy.Health) error {
-	return p.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
-		discovery.Health{Status: h.Status, Output: h.Output})
-}
-
-func (p proxyRegistry) Remove(ctx context.Context, id string) error { return p.r.Remove(ctx, id) }
-
 // ProxyOptions turns a twemproxy config entry into runner options, without
 // the live parts (source, registry); `render` uses it too.
 func ProxyOptions(t config.Twemproxy, c *config.Config) twemproxy.Options {
@@ -62,7 +52,7 @@ func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (c
 	}
 	o := ProxyOptions(t, c)
 	o.Masters = masterSource{a.monitor}
-	o.Registry = proxyRegistry{a.registrar}
+	o.Registry = a.registrar
 	o.Logger, o.Metrics, o.Journal = a.opts.Logger, a.metrics, a.journal
 	r, err := twemproxy.New(o)
 	if err != nil {
