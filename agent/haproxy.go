@@ -6,36 +6,8 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
 	"github.com/seed42ef8afe/redis-consul-agent/agent/status"
-	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/haproxy"
 )
-
-// haproxyTruth adapts the discovery Monitor to what the HAProxy driver
-// follows: the same truth as Consul and twemproxy get. A stale truth is
-// passed on marked Stale, and the driver does not act on it.
-type haproxyTruth struct{ m *discovery.Monitor }
-
-func (s haproxyTruth) Masters() map[string]haproxy.Master {
-	out := map[string]haproxy.Master{}
-	for name, m := range s.m.Masters() {
-		if m.Addr != "" {
-			out[name] = haproxy.Master{Addr: m.Addr, Since: m.Since, Stale: !m.Known()}
-		}
-	}
-	return out
-}
-
-func (s haproxyTruth) Subscribe() (<-chan struct{}, func()) { return s.m.Subscribe() }
-
-// haproxyRegistry adapts the Registrar to the HAProxy driver.
-type haproxyRegistry struct{ r *discovery.Registrar }
-
-func (p haproxyRegistry) Update(ctx context.Context, s haproxy.Service, h haproxy.Health) error {
-	return p.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
-		discovery.Health{Status: h.Status, Output: h.Output})
-}
-
-func (p haproxyRegistry) Remove(ctx context.Context, id string) error { return p.r.Remove(ctx, id) }
 
 // HAProxyServers turns a config entry's servers into the driver's.
 func HAProxyServers(h config.HAProxy) []haproxy.Server {
@@ -63,7 +35,7 @@ func (a *Agent) startHAProxy(name string, h config.HAProxy, c *config.Config) (c
 	}
 	o := haproxy.Options{
 		Name: h.Name, Node: c.NodeName, RuntimeAPI: h.RuntimeAPI, Servers: HAProxyServers(h), Service: h.Service,
-		Truth: haproxyTruth{a.monitor}, Registry: haproxyRegistry{a.registrar},
+		Truth: proxyTruth[haproxy.Master]{a.monitor}, Registry: a.registrar,
 		Timeout: h.Timeout.D(), ReconcileInterval: h.Reconcile.D(),
 		Logger: a.opts.Logger, Metrics: a.haproxyMetrics, Journal: a.journal,
 	}

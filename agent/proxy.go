@@ -5,38 +5,9 @@ import (
 	"fmt"
 
 	"github.com/seed42ef8afe/redis-consul-agent/agent/config"
-	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
-
-// masterSource adapts the discovery Monitor to what the twemproxy runner
-// follows. A stale truth (no majority, no fresh event) is passed on marked
-// Stale: the runner does not act on it, but keeps the name in templates
-// and makes the pool checks warn.
-type masterSource struct{ m *discovery.Monitor }
-
-func (s masterSource) Masters() map[string]twemproxy.Master {
-	out := map[string]twemproxy.Master{}
-	for name, m := range s.m.Masters() {
-		if m.Addr != "" {
-			out[name] = twemproxy.Master{Addr: m.Addr, Since: m.Since, Stale: !m.Known()}
-		}
-	}
-	return out
-}
-
-func (s masterSource) Subscribe() (<-chan struct{}, func()) { return s.m.Subscribe() }
-
-// proxyRegistry adapts the Registrar to the twemproxy runner.
-type proxyRegistry struct{ r *discovery.Registrar }
-
-func (p proxyRegistry) Update(ctx context.Context, s twemproxy.Service, h twemproxy.Health) error {
-	return p.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
-		discovery.Health{Status: h.Status, Output: h.Output})
-}
-
-func (p proxyRegistry) Remove(ctx context.Context, id string) error { return p.r.Remove(ctx, id) }
 
 // ProxyOptions turns a twemproxy config entry into runner options, without
 // the live parts (source, registry); `render` uses it too.
@@ -61,8 +32,7 @@ func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (c
 		return component{}, fmt.Errorf("twemproxy %s: no Sentinels configured", name)
 	}
 	o := ProxyOptions(t, c)
-	o.Masters = masterSource{a.monitor}
-	o.Registry = proxyRegistry{a.registrar}
+	o.Masters, o.Registry = proxyTruth[twemproxy.Master]{a.monitor}, a.registrar
 	o.Logger, o.Metrics, o.Journal = a.opts.Logger, a.metrics, a.journal
 	r, err := twemproxy.New(o)
 	if err != nil {

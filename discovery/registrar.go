@@ -15,26 +15,19 @@ import (
 
 	// discovery still has its own backoff type (names.go) until the Monitor moves off it.
 	ibackoff "github.com/seed42ef8afe/redis-consul-agent/internal/backoff"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
-// Service is the definition of one service this agent registers. Everything
-// in it is slow-changing: a change is a registration write that Consul syncs
-// to its servers, so fast-changing facts belong in Health.Output.
-type Service struct {
-	ID      string
-	Name    string
-	Tags    []string
-	Meta    map[string]string
-	Address string
-	Port    int
-}
+// Service and Health are the registration of internal/consulreg, which the
+// runners here and the proxy drivers hand to the Registrar; the Registrar
+// satisfies their consulreg.Registry as it is.
+type (
+	Service = consulreg.Service
+	Health  = consulreg.Health
+)
 
-// Health is the state of a service's TTL check.
-type Health struct {
-	Status string // api.HealthPassing, api.HealthWarning or api.HealthCritical
-	Output string // why, for operators
-}
+var _ consulreg.Registry = (*Registrar)(nil)
 
 // RegistrarOptions configure a Registrar. Zero timings take the defaults.
 type RegistrarOptions struct {

@@ -269,49 +269,49 @@ func TestRegistrarWritesOnlyChanges(t *testing.T) {
 		output string // the check output in Consul afterwards
 	}{
 		{"first registration: what Consul holds is unknown, so all, and the registration again to send the output", func() error {
-			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
+			return r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "offset=1"})
 		}, []string{"register " + id, "ttl " + id + " passing", "register " + id}, "offset=1"},
 		{"unchanged", func() error {
-			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=1"})
+			return r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "offset=1"})
 		}, nil, "offset=1"},
 		{"output only waits for the refresh", func() error {
-			return r.Update(ctx, replica, Health{api.HealthPassing, "offset=2"})
+			return r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "offset=2"})
 		}, nil, "offset=1"},
 		{"refresh carries new numbers, which Consul holds back", func() error {
 			r.refresh(ctx)
 			return nil
 		}, []string{"ttl " + id + " passing"}, "offset=1"},
 		{"a new reason under the same status is sent at once", func() error {
-			if err := r.Update(ctx, replica, Health{api.HealthPassing, "slow: offset=2"}); err != nil {
+			if err := r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "slow: offset=2"}); err != nil {
 				return err
 			}
 			r.refresh(ctx)
 			return nil
 		}, []string{"ttl " + id + " passing", "register " + id}, "slow: offset=2"},
 		{"status change is one write", func() error {
-			return r.Update(ctx, replica, Health{api.HealthWarning, "link down"})
+			return r.Update(ctx, replica, Health{Status: api.HealthWarning, Output: "link down"})
 		}, []string{"ttl " + id + " warning"}, "link down"},
 		{"role change: status and reason first, then the tags", func() error {
-			return r.Update(ctx, master, Health{api.HealthPassing, "confirmed"})
+			return r.Update(ctx, master, Health{Status: api.HealthPassing, Output: "confirmed"})
 		}, []string{"ttl " + id + " passing", "register " + id}, "confirmed"},
 		{"nothing left for Run", func() error {
 			r.retryDue(ctx)
 			return nil
 		}, nil, "confirmed"},
 		{"role change to critical: status first, the master is critical before it loses its tags", func() error {
-			return r.Update(ctx, testService("unknown"), Health{api.HealthCritical, "claims master"})
+			return r.Update(ctx, testService("unknown"), Health{Status: api.HealthCritical, Output: "claims master"})
 		}, []string{"ttl " + id + " critical", "register " + id}, "claims master"},
 		{"meta change with the same status is one write", func() error {
 			s := testService("unknown")
 			s.Meta["redis_version"] = "7.0.15"
-			return r.Update(ctx, s, Health{api.HealthCritical, "claims master"})
+			return r.Update(ctx, s, Health{Status: api.HealthCritical, Output: "claims master"})
 		}, []string{"register " + id}, "claims master"},
 		{"a master demoted to a passing replica: tags first, so no passing master in between", func() error {
-			if err := r.Update(ctx, master, Health{api.HealthCritical, "unreachable"}); err != nil {
+			if err := r.Update(ctx, master, Health{Status: api.HealthCritical, Output: "unreachable"}); err != nil {
 				return err
 			}
 			f.take()
-			return r.Update(ctx, replica, Health{api.HealthPassing, "replica again"})
+			return r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "replica again"})
 		}, []string{"register " + id, "ttl " + id + " passing"}, "replica again"},
 	}
 	for _, st := range steps {
@@ -343,13 +343,13 @@ func TestRegistrarNeverAdvertisesTooEarly(t *testing.T) {
 		svc Service
 		h   Health
 	}{
-		{testService("replica", "m-replica"), Health{api.HealthPassing, ""}},
-		{testService("master", "m-master"), Health{api.HealthPassing, ""}},
-		{testService("unknown"), Health{api.HealthCritical, ""}},
-		{testService("master", "m-master"), Health{api.HealthWarning, ""}},
-		{testService("replica", "m-replica"), Health{api.HealthPassing, ""}},
-		{testService("master", "m-master"), Health{api.HealthPassing, ""}},
-		{testService("replica", "m-replica"), Health{api.HealthCritical, ""}},
+		{testService("replica", "m-replica"), Health{Status: api.HealthPassing, Output: ""}},
+		{testService("master", "m-master"), Health{Status: api.HealthPassing, Output: ""}},
+		{testService("unknown"), Health{Status: api.HealthCritical, Output: ""}},
+		{testService("master", "m-master"), Health{Status: api.HealthWarning, Output: ""}},
+		{testService("replica", "m-replica"), Health{Status: api.HealthPassing, Output: ""}},
+		{testService("master", "m-master"), Health{Status: api.HealthPassing, Output: ""}},
+		{testService("replica", "m-replica"), Health{Status: api.HealthCritical, Output: ""}},
 	}
 	for i, s := range states {
 		if err := r.Update(ctx, s.svc, s.h); err != nil {
@@ -378,7 +378,7 @@ func TestRegistrarRepairsLostRegistrations(t *testing.T) {
 	ctx := context.Background()
 	id := "redis-10.0.0.1-6379"
 	svc := testService("master", "m-master")
-	if err := r.Update(ctx, svc, Health{api.HealthPassing, "ok"}); err != nil {
+	if err := r.Update(ctx, svc, Health{Status: api.HealthPassing, Output: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	f.take()
@@ -429,7 +429,7 @@ func TestRegistrarRunRetriesWithBackoff(t *testing.T) {
 	f.failNext = 3
 	f.mu.Unlock()
 	svc := testService("master", "m-master")
-	if err := r.Update(ctx, svc, Health{api.HealthPassing, ""}); err == nil {
+	if err := r.Update(ctx, svc, Health{Status: api.HealthPassing, Output: ""}); err == nil {
 		t.Fatal("Update succeeded against a failing Consul")
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -457,7 +457,7 @@ func TestRegistrarACLErrorIsClear(t *testing.T) {
 	f, srv := newFakeConsul(t)
 	f.token = "right"
 	r := newTestRegistrar(t, srv.URL, "wrong")
-	err := r.Update(context.Background(), testService("master", "m-master"), Health{api.HealthPassing, ""})
+	err := r.Update(context.Background(), testService("master", "m-master"), Health{Status: api.HealthPassing, Output: ""})
 	want := `register redis-10.0.0.1-6379: consul denied the request (ACL token lacks service:write on "redis"?)`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error = %v, want it to contain %q", err, want)
@@ -475,7 +475,7 @@ func TestRegistrarRemove(t *testing.T) {
 	b := testService("replica", "m-replica")
 	b.ID = "redis-10.0.0.2-6379"
 	for _, s := range []Service{a, b} {
-		if err := r.Update(ctx, s, Health{api.HealthPassing, ""}); err != nil {
+		if err := r.Update(ctx, s, Health{Status: api.HealthPassing, Output: ""}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -541,7 +541,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	b := testService("replica", "m-replica")
 	b.ID = "redis-10.0.0.2-6379"
 	for _, s := range []Service{a, b} {
-		if err := r.Update(ctx, s, Health{api.HealthPassing, "ok"}); err != nil {
+		if err := r.Update(ctx, s, Health{Status: api.HealthPassing, Output: "ok"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -570,11 +570,11 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	}
 	// New numbers in an output wait for the slow refresh; a new reason
 	// goes out on the next tick.
-	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok, offset=7"}); err != nil {
+	if err := r.Update(ctx, a, Health{Status: api.HealthPassing, Output: "ok, offset=7"}); err != nil {
 		t.Fatal(err)
 	}
 	r.refresh(ctx)
-	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok, offset=8"}); err != nil {
+	if err := r.Update(ctx, a, Health{Status: api.HealthPassing, Output: "ok, offset=8"}); err != nil {
 		t.Fatal(err)
 	}
 	r.refresh(ctx)
@@ -623,7 +623,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	f.refuse = []string{hb.Name}
 	r = newReg()
 	r.ensureHeartbeat(ctx)
-	if err := r.Update(ctx, a, Health{api.HealthPassing, "ok"}); err != nil {
+	if err := r.Update(ctx, a, Health{Status: api.HealthPassing, Output: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	cs := f.checksOf(a.ID)
@@ -659,7 +659,7 @@ func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
 	defer cancel()
 	r.ensureHeartbeat(ctx)
 	replica := testService("replica", "m-replica")
-	if err := r.Update(ctx, replica, Health{api.HealthPassing, "replica of 10.0.0.2:6379"}); err != nil {
+	if err := r.Update(ctx, replica, Health{Status: api.HealthPassing, Output: "replica of 10.0.0.2:6379"}); err != nil {
 		t.Fatal(err)
 	}
 	if cs := f.checksOf(replica.ID); cs["alias"].alias != hb.ID {
@@ -682,7 +682,7 @@ func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
 	uctx, ucancel := context.WithTimeout(ctx, 2*time.Second)
 	defer ucancel()
 	master := testService("master", "m-master")
-	err = r.Update(uctx, master, Health{api.HealthPassing, "master, confirmed by Sentinel"})
+	err = r.Update(uctx, master, Health{Status: api.HealthPassing, Output: "master, confirmed by Sentinel"})
 	took := time.Since(start)
 	t.Logf("role change written in %s while the heartbeat write hangs", took)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // Frontend is one HAProxy frontend registered in Consul: what clients
@@ -29,9 +30,9 @@ type Frontend struct {
 // API does not answer or HAProxy lacks a managed server, warning while a
 // server does not match the truth (or the truth is stale), passing when
 // every server it covers matches.
-func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI string) Health {
+func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI string) consulreg.Health {
 	if apiErr != nil {
-		return Health{Status: HealthCritical, Output: fmt.Sprintf("HAProxy runtime API %s does not answer, so its servers cannot be checked or moved: %v", runtimeAPI, apiErr)}
+		return consulreg.Health{Status: consulreg.Critical, Output: fmt.Sprintf("HAProxy runtime API %s does not answer, so its servers cannot be checked or moved: %v", runtimeAPI, apiErr)}
 	}
 	var missing, wrong, ok []string
 	for _, v := range verdicts {
@@ -49,11 +50,11 @@ func frontendHealth(f Frontend, verdicts []Verdict, apiErr error, runtimeAPI str
 	}
 	switch {
 	case len(missing) > 0:
-		return Health{Status: HealthCritical, Output: fmt.Sprintf("frontend %s: %s (fix the haproxy servers of the agent's config)", f.Name, strings.Join(missing, "; "))}
+		return consulreg.Health{Status: consulreg.Critical, Output: fmt.Sprintf("frontend %s: %s (fix the haproxy servers of the agent's config)", f.Name, strings.Join(missing, "; "))}
 	case len(wrong) > 0:
-		return Health{Status: HealthWarning, Output: fmt.Sprintf("frontend %s: %s", f.Name, strings.Join(wrong, "; "))}
+		return consulreg.Health{Status: consulreg.Warning, Output: fmt.Sprintf("frontend %s: %s", f.Name, strings.Join(wrong, "; "))}
 	}
-	return Health{Status: HealthPassing, Output: fmt.Sprintf("frontend %s: %d servers follow Sentinel: %s", f.Name, len(ok), strings.Join(ok, ", "))}
+	return consulreg.Health{Status: consulreg.Passing, Output: fmt.Sprintf("frontend %s: %d servers follow Sentinel: %s", f.Name, len(ok), strings.Join(ok, ", "))}
 }
 
 // covers reports whether frontend f's check covers server srv.
@@ -67,12 +68,12 @@ func (f Frontend) covers(srv Server) bool {
 // where HAProxy points it (consulname.FormatServers), so that any agent's
 // /v1/cluster can tell whether the frontend follows the truth. The
 // addresses change only when a server moves, so Meta stays slow-changing.
-func (d *Driver) service(f Frontend, verdicts []Verdict) Service {
+func (d *Driver) service(f Frontend, verdicts []Verdict) consulreg.Service {
 	pool := d.o.Name
 	if f.Name != d.o.Name {
 		pool += "-" + f.Name
 	}
-	svc := Service{
+	svc := consulreg.Service{
 		ID:   consulname.PoolID(consulname.HAProxy, d.o.Node, pool),
 		Name: d.o.Service,
 		Tags: []string{f.Name},
@@ -96,8 +97,8 @@ func (d *Driver) service(f Frontend, verdicts []Verdict) Service {
 
 // registration is one frontend as the reporter should write it.
 type registration struct {
-	svc Service
-	h   Health
+	svc consulreg.Service
+	h   consulreg.Health
 }
 
 // reporter writes the frontends' registrations to Consul in its own
@@ -105,14 +106,14 @@ type registration struct {
 // the latest set from a mailbox (older sets are replaced, not queued) and
 // deregisters everything it registered when ctx ends.
 type reporter struct {
-	reg     Registry
+	reg     consulreg.Registry
 	log     hclog.Logger
 	metrics *Metrics
 	mailbox chan map[string]registration
 	done    chan struct{}
 }
 
-func newReporter(reg Registry, log hclog.Logger, m *Metrics) *reporter {
+func newReporter(reg consulreg.Registry, log hclog.Logger, m *Metrics) *reporter {
 	return &reporter{reg: reg, log: log, metrics: m, mailbox: make(chan map[string]registration, 1), done: make(chan struct{})}
 }
 

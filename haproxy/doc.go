@@ -11,6 +11,7 @@
 // and their connections are untouched. A stale truth is never acted on: a
 // returning old master that still claims master gets no traffic.
 //
-// Each managed frontend is registered in Consul through a Registry with a
-// TTL check that passes only while HAProxy's servers match the truth.
+// Each managed frontend is registered in Consul through a
+// consulreg.Registry (the discovery Registrar) with a TTL check that passes
+// only while HAProxy's servers match the truth.
 package haproxy

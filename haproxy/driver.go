@@ -13,6 +13,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/backoff"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -41,7 +42,7 @@ type Options struct {
 	// Truth is the Sentinel truth; required.
 	Truth Truth
 	// Registry registers the frontends; nil means no Consul.
-	Registry Registry
+	Registry consulreg.Registry
 
 	// Timeout bounds one runtime API command (default 1s).
 	Timeout time.Duration

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 type driverEnv struct {
@@ -71,7 +72,7 @@ func TestDriverFollowsTruth(t *testing.T) {
 	truth := &fakeTruth{}
 	truth.set("mymaster", Master{Addr: "10.0.0.1:6379"})
 	e := startDriver(t, api, truth, rw)
-	e.health(t, HealthPassing, "1 servers follow Sentinel: redis-rw/mymaster at 10.0.0.1:6379")
+	e.health(t, consulreg.Passing, "1 servers follow Sentinel: redis-rw/mymaster at 10.0.0.1:6379")
 	if n := api.took("set server"); n != 0 {
 		t.Fatalf("%d set server commands while HAProxy matched", n)
 	}
@@ -86,7 +87,7 @@ func TestDriverFollowsTruth(t *testing.T) {
 		}
 		return nil
 	})
-	e.health(t, HealthPassing, "at 10.0.0.2:6379")
+	e.health(t, consulreg.Passing, "at 10.0.0.2:6379")
 	if a := api.addrOf("other/x"); a != "10.0.0.7:6379" {
 		t.Errorf("an unmanaged server moved to %s", a)
 	}
@@ -100,7 +101,7 @@ func TestDriverFollowsTruth(t *testing.T) {
 	// The old master returns and the truth goes stale pointing at it (or
 	// anywhere): nothing moves, the check warns.
 	truth.set("mymaster", Master{Addr: "10.0.0.1:6379", Stale: true})
-	e.health(t, HealthWarning, "have not confirmed mymaster lately")
+	e.health(t, consulreg.Warning, "have not confirmed mymaster lately")
 	if a := api.addrOf("redis-rw/mymaster"); a != "10.0.0.2:6379" {
 		t.Fatalf("moved on a stale truth to %s", a)
 	}
@@ -112,7 +113,7 @@ func TestDriverReconcilesOnTick(t *testing.T) {
 	truth := &fakeTruth{}
 	truth.set("mymaster", Master{Addr: "10.0.0.2:6379"})
 	e := startDriver(t, api, truth, rw)
-	e.health(t, HealthPassing, "at 10.0.0.2:6379")
+	e.health(t, consulreg.Passing, "at 10.0.0.2:6379")
 	if api.took("set server redis-rw/mymaster health up") != 1 {
 		t.Errorf("a checked server held down at the old address was not marked up")
 	}
@@ -133,7 +134,7 @@ func TestDriverUnknownServer(t *testing.T) {
 	truth.set("mymaster", Master{Addr: "10.0.0.2:6379"})
 	wrong := Server{Backend: "redis-rww", Server: "mymaster", MasterName: "mymaster"}
 	e := startDriver(t, api, truth, rw, wrong)
-	e.health(t, HealthCritical, "HAProxy has no server redis-rww/mymaster")
+	e.health(t, consulreg.Critical, "HAProxy has no server redis-rww/mymaster")
 	eventually(t, "the known server moved", func() error {
 		if a := api.addrOf("redis-rw/mymaster"); a != "10.0.0.2:6379" {
 			return fmt.Errorf("at %s", a)
@@ -152,9 +153,9 @@ func TestDriverUnreachable(t *testing.T) {
 	truth := &fakeTruth{}
 	truth.set("mymaster", Master{Addr: "10.0.0.1:6379"})
 	e := startDriver(t, api, truth, rw)
-	e.health(t, HealthPassing, "")
+	e.health(t, consulreg.Passing, "")
 	api.stop()
-	e.health(t, HealthCritical, "does not answer")
+	e.health(t, consulreg.Critical, "does not answer")
 	if got := value(e.m.Up.WithLabelValues("edge")); got != 0 {
 		t.Errorf("up = %v, want 0", got)
 	}
@@ -164,7 +165,7 @@ func TestDriverUnreachable(t *testing.T) {
 	// HAProxy comes back with the server at another address than the truth.
 	truth.set("mymaster", Master{Addr: "10.0.0.2:6379"})
 	api.listen(t)
-	e.health(t, HealthPassing, "at 10.0.0.2:6379")
+	e.health(t, consulreg.Passing, "at 10.0.0.2:6379")
 	if got := value(e.m.Up.WithLabelValues("edge")); got != 1 {
 		t.Errorf("up = %v, want 1", got)
 	}
@@ -176,7 +177,7 @@ func TestDriverDeregistersOnStop(t *testing.T) {
 	truth := &fakeTruth{}
 	truth.set("mymaster", Master{Addr: "10.0.0.1:6379"})
 	e := startDriver(t, api, truth, rw)
-	e.health(t, HealthPassing, "")
+	e.health(t, consulreg.Passing, "")
 	e.stop()
 	if _, ok := e.reg.get(frontendID); ok {
 		t.Fatal("still registered after stop")

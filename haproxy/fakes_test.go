@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // stateHeader is HAProxy 2.6's `show servers state` header, verbatim.
@@ -190,16 +192,16 @@ func (t *fakeTruth) set(name string, m Master) {
 // fakeRegistry records the last health of each service.
 type fakeRegistry struct {
 	mu      sync.Mutex
-	health  map[string]Health
-	svc     map[string]Service
+	health  map[string]consulreg.Health
+	svc     map[string]consulreg.Service
 	removed []string
 }
 
-func (r *fakeRegistry) Update(_ context.Context, s Service, h Health) error {
+func (r *fakeRegistry) Update(_ context.Context, s consulreg.Service, h consulreg.Health) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.health == nil {
-		r.health, r.svc = map[string]Health{}, map[string]Service{}
+		r.health, r.svc = map[string]consulreg.Health{}, map[string]consulreg.Service{}
 	}
 	r.health[s.ID], r.svc[s.ID] = h, s
 	return nil
@@ -213,7 +215,7 @@ func (r *fakeRegistry) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-func (r *fakeRegistry) get(id string) (Health, bool) {
+func (r *fakeRegistry) get(id string) (consulreg.Health, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h, ok := r.health[id]

@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 const namespace = "redis_consul_agent"
@@ -68,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) setCheck(id, status string) {
-	for _, s := range []string{HealthPassing, HealthWarning, HealthCritical} {
+	for _, s := range []string{consulreg.Passing, consulreg.Warning, consulreg.Critical} {
 		v := 0.0
 		if s == status {
 			v = 1
@@ -78,7 +79,7 @@ func (m *Metrics) setCheck(id, status string) {
 }
 
 func (m *Metrics) deleteCheck(id string) {
-	for _, s := range []string{HealthPassing, HealthWarning, HealthCritical} {
+	for _, s := range []string{consulreg.Passing, consulreg.Warning, consulreg.Critical} {
 		m.CheckStatus.DeleteLabelValues(id, s)
 	}
 }

@@ -3,6 +3,8 @@ package haproxy
 import (
 	"slices"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // Status is a snapshot of one driven HAProxy for the status API and the
@@ -28,7 +30,7 @@ type FrontendStatus struct {
 	Name      string
 	Address   string
 	ServiceID string
-	Health    Health
+	Health    consulreg.Health
 }
 
 // MoveStatus is the last server the driver moved.

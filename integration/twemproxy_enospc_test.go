@@ -130,7 +130,7 @@ func TestTwemproxyDiskFullFailover(t *testing.T) {
 			Mode:    twemproxy.ModeSupervise,
 			Command: []string{nc, "-c", file, "-s", strconv.Itoa(ports[1]), "-a", ip, "-o", ncLog},
 		},
-		Masters: twTruth{mon}, Registry: twRegistry{reg},
+		Masters: twTruth{mon}, Registry: reg,
 		CheckInterval: 250 * time.Millisecond, ProbeTimeout: 5 * time.Second,
 		// The ordinary backoff at its defaults (500ms doubling to 30s), as
 		// in production; only the emergency interval is shrunk.

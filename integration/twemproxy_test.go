@@ -27,6 +27,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
@@ -258,7 +259,7 @@ func newTwEnv(t *testing.T) *twEnv {
 		}
 	}, "edge")
 	for _, p := range []*twProxy{e.main, e.tmpl} {
-		e.waitHealth(t, p, twemproxy.HealthPassing, 30*time.Second)
+		e.waitHealth(t, p, consulreg.Passing, 30*time.Second)
 	}
 	t.Logf("environment ready in %s", time.Since(start).Round(time.Millisecond))
 	return e
@@ -306,7 +307,7 @@ func (e *twEnv) newProxy(name string, setup func(dir string, listen []string) tw
 		Command:     []string{e.nc, "-c", o.ConfigFile, "-s", strconv.Itoa(stats), "-a", ip, "-o", filepath.Join(dir, "nutcracker.log")},
 		StopTimeout: 5 * time.Second,
 	}
-	o.Masters, o.Registry = twTruth{e.monitor}, twRegistry{e.reg}
+	o.Masters, o.Registry = twTruth{e.monitor}, e.reg
 	o.CheckInterval, o.ProbeTimeout = 250*time.Millisecond, 5*time.Second
 	o.RetryMin, o.RetryMax = 100*time.Millisecond, time.Second
 	o.Logger = hclog.New(&hclog.LoggerOptions{Name: "agent", Level: hclog.Debug, Output: e.log, TimeFormat: "15:04:05.000000"})
@@ -334,16 +335,6 @@ func (a twTruth) Masters() map[string]twemproxy.Master {
 }
 
 func (a twTruth) Subscribe() (<-chan struct{}, func()) { return a.m.Subscribe() }
-
-// twRegistry adapts the discovery Registrar to the runner.
-type twRegistry struct{ r *discovery.Registrar }
-
-func (a twRegistry) Update(ctx context.Context, s twemproxy.Service, h twemproxy.Health) error {
-	return a.r.Update(ctx, discovery.Service{ID: s.ID, Name: s.Name, Tags: s.Tags, Meta: s.Meta, Address: s.Address, Port: s.Port},
-		discovery.Health{Status: h.Status, Output: h.Output})
-}
-
-func (a twRegistry) Remove(ctx context.Context, id string) error { return a.r.Remove(ctx, id) }
 
 // waitHealth waits until every pool of p has status in Consul.
 func (e *twEnv) waitHealth(t *testing.T, p *twProxy, status string, timeout time.Duration) {
@@ -570,7 +561,7 @@ func (e *twEnv) testKillMaster(t *testing.T) {
 		t.Error(err)
 	}
 
-	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Passing, 10*time.Second)
 	srv, err := e.consul.LookupSRV(ctx, "twemproxy.service.consul")
 	if err != nil {
 		t.Fatal(err)
@@ -780,7 +771,7 @@ func (e *twEnv) testSentinelsPaused(t *testing.T) {
 		t.Log("the switch was published before the freeze; the resume path was not exercised")
 	}
 	e.figure(t, "Sentinels frozen mid-failover for 1.2s: applied %s after they resumed", time.Since(resumedAt).Round(time.Millisecond))
-	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Passing, 10*time.Second)
 	e.keyFor(t, "beta", "shard-b")
 }
 
@@ -804,7 +795,7 @@ func (e *twEnv) testLinksCut(t *testing.T) {
 		}
 	}()
 	newAddr := e.failoverAndWait(t, shard, oldAddr)
-	e.waitHealth(t, e.main, twemproxy.HealthWarning, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Warning, 10*time.Second)
 	if got := e.read(t, e.main); got != before {
 		t.Fatalf("rewritten while no Sentinel was reachable:\n%s", got)
 	}
@@ -815,7 +806,7 @@ func (e *twEnv) testLinksCut(t *testing.T) {
 	restored := time.Now()
 	e.waitServer(t, "shard-a", newAddr)
 	e.figure(t, "Sentinel links cut during a failover: the missed switch applied %s after they were restored", time.Since(restored).Round(time.Millisecond))
-	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Passing, 10*time.Second)
 }
 
 // waitServer waits until every entry of the master name in the main file
@@ -913,7 +904,7 @@ func (e *twEnv) testBurst(t *testing.T) {
 	}
 	applied := time.Since(start)
 	e.waitApplied(t, e.main)
-	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Passing, 10*time.Second)
 	n := e.main.runner.Status().Restarts - restarts
 	e.figure(t, "burst (both shards failed over at once): %d restarts, both applied %s after the FAILOVER commands", n, applied.Round(time.Millisecond))
 	if n > 2 {
@@ -960,7 +951,7 @@ func (e *twEnv) testRejected(t *testing.T) {
 	if v := twMetric(e.metrics.ProxyPipelineFailures.WithLabelValues("tmpl", "validate")); v < 1 {
 		t.Errorf("validate failures metric %v", v)
 	}
-	e.waitHealth(t, p, twemproxy.HealthWarning, 10*time.Second)
+	e.waitHealth(t, p, consulreg.Warning, 10*time.Second)
 	checks, _, err := e.admin.Health().Checks("twemproxy", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -982,7 +973,7 @@ func (e *twEnv) testRejected(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e.waitHealth(t, p, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, p, consulreg.Passing, 10*time.Second)
 }
 
 // (5a) nutcracker dies in supervise mode: restarted at once.
@@ -1017,7 +1008,7 @@ func (e *twEnv) testNutcrackerDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.figure(t, "nutcracker SIGKILLed: answering again after %s", back.Round(10*time.Microsecond))
-	e.waitHealth(t, e.main, twemproxy.HealthPassing, 10*time.Second)
+	e.waitHealth(t, e.main, consulreg.Passing, 10*time.Second)
 	if !strings.Contains(e.log.String(), "nutcracker exited; restarting") {
 		t.Error("the crash was not logged")
 	}

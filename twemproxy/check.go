@@ -11,6 +11,7 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -20,7 +21,7 @@ type checkInput struct {
 	runningSHA string
 	lastErr    string
 	wrongSince time.Time // the loop's: when a failed run left the proxy wrong
-	services   map[string]Service
+	services   map[string]consulreg.Service
 }
 
 // checkResult is a health check's findings.
@@ -28,7 +29,7 @@ type checkResult struct {
 	stale    bool
 	pools    []PoolStatus
 	fileSHA  string
-	services map[string]Service
+	services map[string]consulreg.Service
 	err      error
 }
 
@@ -58,7 +59,7 @@ func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
 				res.stale = true
 				return res
 			}
-			r.updateService(ctx, in.services[id], Health{Status: HealthCritical, Output: fmt.Sprintf("config %s unreadable: %v", r.o.ConfigFile, err)})
+			r.updateService(ctx, in.services[id], consulreg.Health{Status: consulreg.Critical, Output: fmt.Sprintf("config %s unreadable: %v", r.o.ConfigFile, err)})
 		}
 		return res
 	}
@@ -78,7 +79,7 @@ func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
 		res.stale = true
 		return res
 	}
-	want := map[string]Service{}
+	want := map[string]consulreg.Service{}
 	for i, p := range pools {
 		svc, ok := r.service(p)
 		if !ok {
@@ -87,7 +88,7 @@ func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
 		statuses[i].ServiceID = svc.ID
 		want[svc.ID] = svc
 		if r.o.Registry != nil {
-			r.updateService(ctx, svc, Health{Status: statuses[i].Health, Output: statuses[i].Output})
+			r.updateService(ctx, svc, consulreg.Health{Status: statuses[i].Health, Output: statuses[i].Output})
 		}
 	}
 	for id := range in.services {
@@ -104,8 +105,8 @@ func (r *Runner) check(ctx context.Context, in checkInput) checkResult {
 	return res
 }
 
-func (r *Runner) updateService(ctx context.Context, svc Service, h Health) {
-	telemetry.SetOneOf(r.o.Metrics.CheckStatus, []string{svc.ID}, h.Status, HealthPassing, HealthWarning, HealthCritical)
+func (r *Runner) updateService(ctx context.Context, svc consulreg.Service, h consulreg.Health) {
+	telemetry.SetOneOf(r.o.Metrics.CheckStatus, []string{svc.ID}, h.Status, consulreg.Passing, consulreg.Warning, consulreg.Critical)
 	if r.o.Registry == nil {
 		return
 	}
@@ -115,17 +116,17 @@ func (r *Runner) updateService(ctx context.Context, svc Service, h Health) {
 }
 
 func deleteCheckStatus(m *telemetry.Metrics, id string) {
-	for _, st := range []string{HealthPassing, HealthWarning, HealthCritical} {
+	for _, st := range []string{consulreg.Passing, consulreg.Warning, consulreg.Critical} {
 		m.CheckStatus.DeleteLabelValues(id, st)
 	}
 }
 
 // service is the Consul definition of a pool; unix-socket pools have no
 // port to register.
-func (r *Runner) service(p Pool) (Service, bool) {
+func (r *Runner) service(p Pool) (consulreg.Service, bool) {
 	host, port, ok := p.ListenHostPort()
 	if !ok {
-		return Service{}, false
+		return consulreg.Service{}, false
 	}
 	addr := r.o.Announce
 	if addr == "" {
@@ -134,7 +135,7 @@ func (r *Runner) service(p Pool) (Service, bool) {
 			addr = ""
 		}
 	}
-	return Service{
+	return consulreg.Service{
 		ID:      ServiceID(r.o.Node, p.Name),
 		Name:    r.o.Service,
 		Tags:    []string{p.Name},
@@ -168,7 +169,7 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		ps.Servers = append(ps.Servers, ss)
 	}
 	if err := Ping(ctx, p, r.o.CheckTimeout); err != nil {
-		ps.Health = HealthCritical
+		ps.Health = consulreg.Critical
 		ps.Output = fmt.Sprintf("pool %s does not answer PING at %s: %v", p.Name, p.Listen, err)
 		return ps
 	}
@@ -178,7 +179,7 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		if ps.WrongSince.IsZero() {
 			ps.WrongSince = time.Now()
 		}
-		ps.Health = HealthWarning
+		ps.Health = consulreg.Warning
 		ps.Output = fmt.Sprintf("pool %s answers, but %s", p.Name, strings.Join(wrong, "; "))
 		if in.lastErr != "" {
 			ps.Output += " (" + in.lastErr + ")"
@@ -189,16 +190,16 @@ func (r *Runner) poolHealth(ctx context.Context, p Pool, masters map[string]Mast
 		// check would be a Consul write every check.
 		ps.Output += "; the proxy has been wrong since " + ps.WrongSince.UTC().Format("2006-01-02T15:04:05.000Z")
 	case len(stale) > 0:
-		ps.Health = HealthWarning
+		ps.Health = consulreg.Warning
 		ps.Output = fmt.Sprintf("pool %s answers, but the Sentinels have not confirmed %s lately; keeping the last known addresses", p.Name, strings.Join(stale, ", "))
 	case in.runningSHA != "" && in.runningSHA != fileSHA:
-		ps.Health = HealthWarning
+		ps.Health = consulreg.Warning
 		ps.Output = fmt.Sprintf("pool %s answers, but nutcracker has not loaded the current file yet", p.Name)
 		if in.lastErr != "" {
 			ps.Output += " (" + in.lastErr + ")"
 		}
 	default:
-		ps.Health = HealthPassing
+		ps.Health = consulreg.Passing
 		ps.Output = fmt.Sprintf("pool %s answers PING at %s; %s", p.Name, p.Listen, following(managed, len(p.Servers), unmanaged))
 	}
 	return ps
@@ -252,8 +253,8 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-func cloneServices(m map[string]Service) map[string]Service {
-	out := make(map[string]Service, len(m))
+func cloneServices(m map[string]consulreg.Service) map[string]consulreg.Service {
+	out := make(map[string]consulreg.Service, len(m))
 	for k, v := range m {
 		out[k] = v
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // digitsMasked is how the registrar tells a new reason from new numbers
@@ -29,10 +31,10 @@ func TestPoolCheckSaysWhetherServersFollowSentinel(t *testing.T) {
 	cfg := fmt.Sprintf("main:\n  listen: %s\n  redis: true\n  servers:\n   - 127.0.0.1:7001:1 a\n   - 127.0.0.1:7002:1 b\n", l1)
 	e := newRunnerEnv(t, cfg, map[string]string{}, nil)
 	e.start()
-	var before, partial, after Health
+	var before, partial, after consulreg.Health
 	waitFor(t, 5*time.Second, "passing without a truth", func() bool {
 		before = e.health("main")
-		return before.Status == HealthPassing
+		return before.Status == consulreg.Passing
 	})
 	if !strings.Contains(before.Output, "none follows Sentinel") {
 		t.Errorf("output without a truth = %q, want it to say none follows Sentinel", before.Output)
@@ -41,7 +43,7 @@ func TestPoolCheckSaysWhetherServersFollowSentinel(t *testing.T) {
 	e.src.set("a", "127.0.0.1:7001")
 	waitFor(t, 5*time.Second, "one of two servers followed", func() bool {
 		partial = e.health("main")
-		return partial.Status == HealthPassing && partial.Output != before.Output
+		return partial.Status == consulreg.Passing && partial.Output != before.Output
 	})
 	if !strings.Contains(partial.Output, "1 of 2 servers follow Sentinel") || !strings.Contains(partial.Output, "not named after a master the Sentinels report: b") {
 		t.Errorf("output with one server followed = %q", partial.Output)
@@ -50,7 +52,7 @@ func TestPoolCheckSaysWhetherServersFollowSentinel(t *testing.T) {
 	e.src.set("b", "127.0.0.1:7002")
 	waitFor(t, 5*time.Second, "every server followed", func() bool {
 		after = e.health("main")
-		return after.Status == HealthPassing && after.Output != partial.Output
+		return after.Status == consulreg.Passing && after.Output != partial.Output
 	})
 	if !strings.Contains(after.Output, "every server is on its Sentinel master") {
 		t.Errorf("output with every server followed = %q", after.Output)

@@ -14,6 +14,7 @@
 // while the proxy still sends a shard to a moved master is retried at a short
 // fixed interval until it succeeds; other failures back off.
 //
-// Each pool is registered in Consul through a Registry with a TTL check that
-// passes only while the pool answers PING and its servers match the truth.
+// Each pool is registered in Consul through a consulreg.Registry (the
+// discovery Registrar) with a TTL check that passes only while the pool
+// answers PING and its servers match the truth.
 package twemproxy

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // fakeSource is a MasterSource the test sets directly.
@@ -202,17 +204,17 @@ func readCommand(r *bufio.Reader) ([]string, error) {
 // fakeRegistry records what the runner registers.
 type fakeRegistry struct {
 	mu       sync.Mutex
-	services map[string]Service
-	health   map[string]Health
+	services map[string]consulreg.Service
+	health   map[string]consulreg.Health
 	removed  []string
 	updates  int
 }
 
 func newFakeRegistry() *fakeRegistry {
-	return &fakeRegistry{services: map[string]Service{}, health: map[string]Health{}}
+	return &fakeRegistry{services: map[string]consulreg.Service{}, health: map[string]consulreg.Health{}}
 }
 
-func (f *fakeRegistry) Update(_ context.Context, svc Service, h Health) error {
+func (f *fakeRegistry) Update(_ context.Context, svc consulreg.Service, h consulreg.Health) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.services[svc.ID], f.health[svc.ID] = svc, h
@@ -229,7 +231,7 @@ func (f *fakeRegistry) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeRegistry) get(id string) (Service, Health, bool) {
+func (f *fakeRegistry) get(id string) (consulreg.Service, consulreg.Health, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.services[id]

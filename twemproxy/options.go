@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -27,39 +28,6 @@ type MasterSource interface {
 	// truth changes, and a function that ends the subscription.
 	Subscribe() (<-chan struct{}, func())
 }
-
-// Registry is where the pools are registered in Consul. The agent adapts the
-// discovery Registrar, which writes only what changed and keeps TTLs alive.
-type Registry interface {
-	// Update makes Consul hold svc with its check at h; it is called on
-	// every health check, so it must write only what changed.
-	Update(ctx context.Context, svc Service, h Health) error
-	// Remove deregisters a pool that is gone, and every pool on shutdown.
-	Remove(ctx context.Context, id string) error
-}
-
-// Service is a pool's Consul service definition.
-type Service struct {
-	ID      string
-	Name    string
-	Tags    []string
-	Meta    map[string]string
-	Address string
-	Port    int
-}
-
-// Health is the state of a pool's TTL check.
-type Health struct {
-	Status string // HealthPassing, HealthWarning or HealthCritical
-	Output string
-}
-
-// Check statuses, as Consul spells them.
-const (
-	HealthPassing  = "passing"
-	HealthWarning  = "warning"
-	HealthCritical = "critical"
-)
 
 // Restart modes.
 const (
@@ -125,8 +93,9 @@ type Options struct {
 	// Announce is the address registered for the pools; default: each
 	// pool's listen host (empty for 0.0.0.0, so Consul uses the node's).
 	Announce string
-	// Registry registers the pools; nil means no Consul.
-	Registry Registry
+	// Registry registers the pools (usually the discovery Registrar); nil
+	// means no Consul.
+	Registry consulreg.Registry
 	// Masters is the Sentinel truth; required.
 	Masters MasterSource
 

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // countingNutcracker is the real nutcracker behind a script that appends a
@@ -65,7 +67,7 @@ func TestRunnerPrestage(t *testing.T) {
 		o.NutcrackerBin = bin
 	})
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == consulreg.Passing })
 	dir := filepath.Dir(e.file)
 
 	n, err := e.runner.Prestage(context.Background(), []Candidate{
@@ -139,7 +141,7 @@ func TestRunnerPrestagedFileOfAnOlderConfigIsNotUsed(t *testing.T) {
 	orig := twoPoolConfig(l1, l2)
 	e := newRunnerEnv(t, orig, map[string]string{"shard-a": "127.0.0.1:7001", "shard-b": "127.0.0.1:7002"}, nil)
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == consulreg.Passing })
 	if n, err := e.runner.Prestage(context.Background(), []Candidate{{"shard-a", "127.0.0.1:7101"}}); n != 1 || err != nil {
 		t.Fatalf("Prestage = %d, %v", n, err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -203,7 +204,7 @@ func TestRunnerSupervisesNutcracker(t *testing.T) {
 		}
 	}()
 	id := ServiceID("n1", "main")
-	passing := func() bool { _, h, _ := reg.get(id); return h.Status == HealthPassing }
+	passing := func() bool { _, h, _ := reg.get(id); return h.Status == consulreg.Passing }
 	waitFor(t, 5*time.Second, "nutcracker started and passing", passing)
 	st := r.Status()
 	if st.PID == 0 || st.LastRestart == nil || st.LastRestart.Reason != "start" {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // fakeResolver answers from a table and counts the lookups.
@@ -114,7 +116,7 @@ func TestRunnerKeepsAnIPThatNamesTheTruthsHost(t *testing.T) {
 				}
 			})
 			e.start()
-			waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+			waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 			waitFor(t, 5*time.Second, "a status with the pool", func() bool { return len(e.runner.Status().Pools) == 1 })
 			if got := e.read(); got != orig {
 				t.Errorf("the IP of the same node was rewritten:\n%s", got)
@@ -134,7 +136,7 @@ func TestRunnerKeepsAnIPThatNamesTheTruthsHost(t *testing.T) {
 			if got := e.read(); !strings.Contains(got, "- r2.test:7001:1 shard-a") {
 				t.Errorf("file after the failover:\n%s", got)
 			}
-			waitFor(t, 5*time.Second, "passing after the failover", func() bool { return e.health("main").Status == HealthPassing })
+			waitFor(t, 5*time.Second, "passing after the failover", func() bool { return e.health("main").Status == consulreg.Passing })
 		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 )
 
 // blockedNutcracker is a nutcracker that fails --test-conf while the file
@@ -41,7 +43,7 @@ func TestRunnerRetriesUrgentlyWhileTheProxyIsWrong(t *testing.T) {
 		o.UrgentRetry = 20 * time.Millisecond
 	})
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 
 	e.src.set("shard-a", "127.0.0.1:7101")
 	learnt := e.src.Masters()["shard-a"].Since
@@ -58,7 +60,7 @@ func TestRunnerRetriesUrgentlyWhileTheProxyIsWrong(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the check to say since when", func() bool {
 		h := e.health("main")
-		return h.Status == HealthWarning && strings.Contains(h.Output, "the proxy has been wrong since "+learnt.UTC().Format("2006-01-02T15:04:05.000Z")) &&
+		return h.Status == consulreg.Warning && strings.Contains(h.Output, "the proxy has been wrong since "+learnt.UTC().Format("2006-01-02T15:04:05.000Z")) &&
 			strings.Contains(h.Output, "validate failed")
 	})
 	if ps := e.runner.Status().Pools; len(ps) != 1 || !ps[0].WrongSince.Equal(learnt) {
@@ -87,7 +89,7 @@ func TestRunnerRetriesUrgentlyWhileTheProxyIsWrong(t *testing.T) {
 	if st.Failures != 0 || !st.WrongSince.IsZero() {
 		t.Errorf("after the switch: %d failures, wrong since %v", st.Failures, st.WrongSince)
 	}
-	waitFor(t, 5*time.Second, "passing after the switch", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing after the switch", func() bool { return e.health("main").Status == consulreg.Passing })
 	if ps := e.runner.Status().Pools; len(ps) != 1 || !ps[0].WrongSince.IsZero() {
 		t.Errorf("pool status after the switch: %+v", ps)
 	}
@@ -105,7 +107,7 @@ func TestRunnerBacksOffWhenARetryCostsARestart(t *testing.T) {
 	})
 	e.proxy.refuse = "127.0.0.1:7666"
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == consulreg.Passing })
 	e.src.set("shard-a", "127.0.0.1:7666")
 	waitFor(t, 5*time.Second, "the rollback", func() bool { return e.runner.Status().Rollbacks == 1 })
 	// Twenty health checks later (each one a chance for an urgent retry

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/backoff"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -81,7 +82,7 @@ type loop struct {
 	lastErr    string
 	checking   bool
 	checkAgain bool
-	services   map[string]Service // what the last check registered, by ID
+	services   map[string]consulreg.Service // what the last check registered, by ID
 }
 
 // runAt is when the next run may start.
@@ -196,7 +197,7 @@ func (r *Runner) startState() *loop {
 		r.log.Warn("cannot remove temp files of an interrupted rewrite", "error", err)
 	}
 	s := &loop{
-		dirty: true, force: r.child != nil, why: "start", services: map[string]Service{},
+		dirty: true, force: r.child != nil, why: "start", services: map[string]consulreg.Service{},
 		retry:   backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
 		crashes: backoff.Backoff{Min: r.o.RetryMin, Max: r.o.RetryMax},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
@@ -154,7 +155,7 @@ func (e *runnerEnv) read() string {
 	return string(b)
 }
 
-func (e *runnerEnv) health(pool string) Health {
+func (e *runnerEnv) health(pool string) consulreg.Health {
 	_, h, _ := e.reg.get(ServiceID("node-1", pool))
 	return h
 }
@@ -166,7 +167,7 @@ func TestRunnerFollowsAFailover(t *testing.T) {
 	e.start()
 
 	waitFor(t, 5*time.Second, "both pools passing", func() bool {
-		return e.health("alpha").Status == HealthPassing && e.health("beta").Status == HealthPassing
+		return e.health("alpha").Status == consulreg.Passing && e.health("beta").Status == consulreg.Passing
 	})
 	svc, _, _ := e.reg.get(ServiceID("node-1", "alpha"))
 	host, port, _ := strings.Cut(l1, ":")
@@ -211,7 +212,7 @@ func TestRunnerFollowsAFailover(t *testing.T) {
 	if v := metricValue(e.metrics.ProxyConfigWrites.WithLabelValues("main")); v != 1 {
 		t.Errorf("config writes: %v", v)
 	}
-	waitFor(t, 5*time.Second, "passing after the rewrite", func() bool { return e.health("alpha").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing after the rewrite", func() bool { return e.health("alpha").Status == consulreg.Passing })
 	t.Logf("restart %.3fms, blackout %.3fms, run %.3fms", st.LastRestart.DurationMS, st.LastRestart.BlackoutMS, st.LastRun.DurationMS)
 
 	// The same truth again: nothing happens.
@@ -243,7 +244,7 @@ func TestRunnerStormCoalesces(t *testing.T) {
 	}
 	e := newRunnerEnv(t, b.String(), masters, nil)
 	e.start()
-	waitFor(t, 5*time.Second, "pool passing", func() bool { return e.health("big").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "pool passing", func() bool { return e.health("big").Status == consulreg.Passing })
 
 	start := time.Now()
 	for i := range n {
@@ -290,7 +291,7 @@ func TestRunnerRollsBackWhenTheProxyDoesNotAnswer(t *testing.T) {
 	})
 	e.proxy.refuse = "127.0.0.1:7666"
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("alpha").Status == consulreg.Passing })
 
 	e.src.set("shard-a", "127.0.0.1:7666")
 	waitFor(t, 5*time.Second, "the rollback", func() bool { return e.runner.Status().Rollbacks == 1 })
@@ -312,7 +313,7 @@ func TestRunnerRollsBackWhenTheProxyDoesNotAnswer(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "warning in Consul", func() bool {
 		h := e.health("alpha")
-		return h.Status == HealthWarning && strings.Contains(h.Output, "shard-a is 127.0.0.1:7001 but Sentinel says 127.0.0.1:7666") &&
+		return h.Status == consulreg.Warning && strings.Contains(h.Output, "shard-a is 127.0.0.1:7001 but Sentinel says 127.0.0.1:7666") &&
 			strings.Contains(h.Output, "probe failed")
 	})
 	if ev := e.journal.Events(); !hasEvent(ev, "rollback", "error") {
@@ -371,7 +372,7 @@ func TestRunnerWaitMinHoldsTheFirstRun(t *testing.T) {
 		o.Wait = Wait{Min: 150 * time.Millisecond, Max: time.Second}
 	})
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 	start := time.Now()
 	e.src.set("a", "127.0.0.1:7101")
 	time.Sleep(50 * time.Millisecond)
@@ -397,13 +398,13 @@ func TestRunnerCriticalWhenThePoolDoesNotAnswer(t *testing.T) {
 	e.startOnly()
 	waitFor(t, 5*time.Second, "critical", func() bool {
 		h := e.health("main")
-		return h.Status == HealthCritical && strings.Contains(h.Output, "does not answer PING")
+		return h.Status == consulreg.Critical && strings.Contains(h.Output, "does not answer PING")
 	})
 	// The fake starts listening once restarted.
 	if err := e.proxy.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 }
 
 func TestRunnerTemplateMode(t *testing.T) {
@@ -511,14 +512,14 @@ func TestRunnerWarnsOnStaleTruth(t *testing.T) {
 	orig := fmt.Sprintf("main:\n  listen: %s\n  redis: true\n  servers:\n   - 127.0.0.1:7001:1 a\n", l1)
 	e := newRunnerEnv(t, orig, map[string]string{"a": "127.0.0.1:7001"}, nil)
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 	e.src.mu.Lock()
 	e.src.masters["a"] = Master{Addr: "127.0.0.1:7999", Stale: true}
 	e.src.mu.Unlock()
 	e.src.set("b", "127.0.0.1:7002") // any notification
 	waitFor(t, 5*time.Second, "warning", func() bool {
 		h := e.health("main")
-		return h.Status == HealthWarning && strings.Contains(h.Output, "have not confirmed a lately")
+		return h.Status == consulreg.Warning && strings.Contains(h.Output, "have not confirmed a lately")
 	})
 	if r, _ := e.proxy.counts(); r != 0 || e.read() != orig {
 		t.Errorf("acted on a stale truth: %d restarts", r)
@@ -553,7 +554,7 @@ func TestRunnerRollsBackWhenTheRestartFails(t *testing.T) {
 		o.RetryMin, o.RetryMax = time.Hour, time.Hour
 	})
 	e.start()
-	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == HealthPassing })
+	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 	calls := 0
 	e.proxy.mu.Lock()
 	e.proxy.restartFn = func() error {
