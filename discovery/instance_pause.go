@@ -54,6 +54,8 @@ type pauser struct {
 	// Owned by run.
 	epoch   uint64
 	refused bool // the Redis user may not pause: warned once
+	// unsaved: CONFIG REWRITE after a REPLICAOF failed: warned once.
+	unsaved bool
 
 	mu    sync.Mutex
 	state pauseState
@@ -141,12 +143,34 @@ func (p *pauser) demote(ctx context.Context, master string) {
 		p.log.Info("made the paused old master a replica of the announced master", "master_name", p.masterName, "master", master)
 		p.journal.Add(telemetry.Event{Kind: telemetry.KindRedis, Type: "replicaof", Subject: p.id,
 			Detail: "REPLICAOF " + master + " after the switch was announced, while writes were paused"})
+		p.persist(ctx)
 	case strings.HasPrefix(err.Error(), "NOPERM"):
 		p.log.Warn("cannot make the paused old master a replica: the Redis user may not run REPLICAOF; lifting the pause so that Sentinel can (grant +replicaof)",
 			"master_name", p.masterName, "error", err)
 		p.lift(ctx, "REPLICAOF refused ("+err.Error()+"): Sentinel reconfigures it")
 	default:
 		p.log.Warn("cannot make the paused old master a replica; retrying", "master_name", p.masterName, "master", master, "error", err)
+	}
+}
+
+// persist saves the REPLICAOF in the node's config file (CONFIG REWRITE),
+// as Sentinel does after it reconfigures a node: since the agent made it a
+// replica, Sentinel finds nothing to reconfigure and would not, and a node
+// that restarted from a config without the replicaof line would come back
+// a master with old data. A failure costs the save, not the failover: one
+// warning (the agent keeps such a node out of DNS; Sentinel converts it).
+func (p *pauser) persist(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	err := p.client.Do(rctx, "config", "rewrite").Err()
+	cancel()
+	if err == nil {
+		p.unsaved = false
+		return
+	}
+	if !p.unsaved {
+		p.unsaved = true
+		p.log.Warn("made the old master a replica, but could not save that in its config file (CONFIG REWRITE; grant +config|rewrite): if it restarts before Sentinel rewrites it, it comes back a master, which the agent keeps out of DNS until Sentinel converts it",
+			"master_name", p.masterName, "error", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -313,6 +314,25 @@ func pfRunPlanned(t *testing.T, pause bool) map[string]int {
 		t.Fatal(err)
 	}
 	t.Logf("failover %s → %s; the old master is a linked replica %s after SENTINEL FAILOVER", old.Addr(), newAddr, time.Since(started).Round(time.Millisecond))
+	// The old master's config file says whose replica it is, so that a
+	// restart does not bring it back a master: Sentinel rewrites it when it
+	// reconfigures the node; with the pause the agent ran REPLICAOF, and
+	// saves it itself.
+	nh, np, _ := net.SplitHostPort(newAddr)
+	cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
+	defer ccancel()
+	if err := sandbox.Poll(cctx, "replicaof in the old master's redis.conf", func(context.Context) error {
+		b, err := os.ReadFile(filepath.Join(old.Dir(), "redis.conf"))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), "replicaof "+nh+" "+np) {
+			return fmt.Errorf("no %q line", "replicaof "+nh+" "+np)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
 	pfWaitAcks(ctx, t, ws, 100, "writes on the new master through both paths")
 	stop()
 	wg.Wait()
