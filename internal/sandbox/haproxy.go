@@ -168,19 +168,111 @@ func (h *HAProxy) Command(ctx context.Context, cmd string) (string, error) {
 	return b.String(), nil
 }
 
+// HAProxyServerState is one line of `show servers state`.
+type HAProxyServerState struct {
+	Backend, Server string
+	Addr            string // ip:port
+	// OpState is srv_op_state: 0 stopped, 1 starting, 2 running, 3 stopping.
+	OpState int
+	// AdminState is srv_admin_state, a bit field: 0 is ready, any bit set
+	// (maintenance, drain) keeps new traffic off the server.
+	AdminState int
+}
+
+// TakesTraffic reports whether HAProxy sends new connections to the server:
+// running and ready.
+func (s HAProxyServerState) TakesTraffic() bool { return s.OpState == 2 && s.AdminState == 0 }
+
+// Servers reads `show servers state`, columns found by the header's names.
+func (h *HAProxy) Servers(ctx context.Context) ([]HAProxyServerState, error) {
+	out, err := h.Command(ctx, "show servers state")
+	if err != nil {
+		return nil, err
+	}
+	return parseServersState(out)
+}
+
+func parseServersState(out string) ([]HAProxyServerState, error) {
+	col := map[string]int{}
+	var servers []HAProxyServerState
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 1 && f[0] == "#":
+			for i, name := range f[1:] {
+				col[name] = i
+			}
+		case len(f) > 1 && len(col) > 0:
+			get := func(name string) string {
+				if i, ok := col[name]; ok && i < len(f) {
+					return f[i]
+				}
+				return ""
+			}
+			op, _ := strconv.Atoi(get("srv_op_state"))
+			admin, _ := strconv.Atoi(get("srv_admin_state"))
+			servers = append(servers, HAProxyServerState{
+				Backend: get("be_name"), Server: get("srv_name"), Addr: net.JoinHostPort(get("srv_addr"), get("srv_port")),
+				OpState: op, AdminState: admin,
+			})
+		}
+	}
+	if len(col) == 0 {
+		return nil, fmt.Errorf("show servers state answered %q", out)
+	}
+	return servers, nil
+}
+
 // ServerAddr returns the ip:port HAProxy holds for backend/server now, from
 // `show servers state`.
 func (h *HAProxy) ServerAddr(ctx context.Context, backend, server string) (string, error) {
-	out, err := h.Command(ctx, "show servers state "+backend)
+	servers, err := h.Servers(ctx)
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		// be_id be_name srv_id srv_name srv_addr ... srv_port is field 18.
-		if len(f) > 18 && f[1] == backend && f[3] == server {
-			return net.JoinHostPort(f[4], f[18]), nil
+	for _, s := range servers {
+		if s.Backend == backend && s.Server == server {
+			return s.Addr, nil
 		}
 	}
-	return "", fmt.Errorf("no server %s/%s in %q", backend, server, out)
+	return "", fmt.Errorf("no server %s/%s in show servers state", backend, server)
+}
+
+// HAProxySession is one session HAProxy has open to a server.
+type HAProxySession struct {
+	Backend, Server string
+	// Addr is where the session's server connection goes (ip:port): the
+	// server's address when the session connected, which a later `set
+	// server addr` does not change.
+	Addr string
+}
+
+// Sessions reads `show sess all` and returns the sessions connected to a
+// server (the runtime API's own and those still waiting are left out).
+func (h *HAProxy) Sessions(ctx context.Context) ([]HAProxySession, error) {
+	out, err := h.Command(ctx, "show sess all")
+	if err != nil {
+		return nil, err
+	}
+	return parseSessions(out), nil
+}
+
+func parseSessions(out string) []HAProxySession {
+	var sessions []HAProxySession
+	backend := ""
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 1 && strings.HasPrefix(f[0], "backend="):
+			backend = strings.TrimPrefix(f[0], "backend=")
+		case len(f) >= 3 && strings.HasPrefix(f[0], "server=") && strings.HasPrefix(f[2], "addr="):
+			// "server=alpha (id=1) addr=127.0.0.5:6379"
+			server := strings.TrimPrefix(f[0], "server=")
+			if server == "<NONE>" || backend == "" {
+				continue
+			}
+			sessions = append(sessions, HAProxySession{Backend: backend, Server: server, Addr: strings.TrimPrefix(f[2], "addr=")})
+		}
+	}
+	return sessions
 }
