@@ -60,7 +60,8 @@ func TestChaosShort(t *testing.T) {
 		t.Errorf("%d invariant(s) violated (first: %s: %s); progress:\n%s", len(hard), hard[0].Invariant, hard[0].Detail, progress.Tail(300))
 	}
 	// A campaign that injected little proves little.
-	if rep.Total() < 40 || rep.Checks["dns samples"] < 1000 || rep.Checks["acknowledged writes checked"] < 1000 || rep.Checks["convergence checks"] < 3 {
+	if rep.Total() < 40 || rep.Checks["dns samples"] < 1000 || rep.Checks["acknowledged writes checked"] < 1000 || rep.Checks["convergence checks"] < 3 ||
+		rep.Checks["haproxy session samples"] < 1000 || rep.Checks["acknowledged writes checked via haproxy"] < 1000 {
 		t.Errorf("campaign too thin: %d faults, checks %v", rep.Total(), rep.Checks)
 	}
 }

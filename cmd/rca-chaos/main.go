@@ -1,7 +1,8 @@
 // Command rca-chaos runs a fault campaign against the real stack (three
 // Consul servers, three Sentinels, two shards of three Redis, an agent beside
-// every Redis and one beside nutcracker) and checks the agent's invariants
-// all through; see internal/chaos. It exits 1 when any invariant broke.
+// every Redis, one beside nutcracker and one beside HAProxy) and checks the
+// agent's invariants all through; see internal/chaos. It exits 1 when any
+// invariant broke.
 package main
 
 import (

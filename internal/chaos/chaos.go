@@ -1,16 +1,21 @@
 // Package chaos runs a fault campaign against the real stack: three Consul
 // servers with a client agent per host, three Sentinels, two shards of three
-// Redis with an agent beside each, and an agent supervising nutcracker. For a
-// given time and seed it injects random faults (kill -9, SIGSTOP, restarts of
-// every kind of process, cut links, planned failovers, SIGHUP reloads, a full
-// disk) and checks the product's invariants all through:
+// Redis with an agent beside each, an agent supervising nutcracker, and an
+// HAProxy in front of both shards with an agent driving it through the
+// runtime API. For a given time and seed it injects random faults (kill -9,
+// SIGSTOP, restarts of every kind of process, cut links, planned failovers,
+// SIGHUP reloads, a full disk) and checks the product's invariants all
+// through:
 //
 //   - DNS never answers two masters for a shard, nor a node no Sentinel named;
-//   - after the faults heal, DNS, the proxy and its config file agree with
-//     Sentinel within a bounded time;
+//   - HAProxy never holds sessions of one shard on two live masters for
+//     longer than a move takes;
+//   - after the faults heal, DNS, the twemproxy pool and its config file, and
+//     HAProxy's servers (`show servers state`: address, taking traffic)
+//     agree with Sentinel within a bounded time;
 //   - the proxy's config file is never invalid or partial;
-//   - no acknowledged write through DNS or the proxy is lost, except one a
-//     Redis acknowledged just before it was killed or frozen;
+//   - no acknowledged write through DNS, the pool or HAProxy is lost, except
+//     one a Redis acknowledged just before it was killed or frozen;
 //   - no process or file is left behind, and agent memory stays bounded.
 //
 // It reports the faults by kind, the checks made and every violation with its
@@ -32,27 +37,36 @@ import (
 
 // Kinds of fault, the values of Options.Faults.
 const (
-	KillRedis        = "kill-redis"
-	PauseRedis       = "pause-redis"
-	RestartRedis     = "restart-redis"
-	KillSentinel     = "kill-sentinel"
-	PauseSentinel    = "pause-sentinel"
-	KillAgent        = "kill-agent"
-	PauseAgent       = "pause-agent"
-	ReloadAgent      = "reload-agent"
-	KillNutcracker   = "kill-nutcracker"
-	KillConsulClient = "kill-consul-client"
-	KillConsulServer = "kill-consul-server"
-	CutSentinelLinks = "cut-sentinel-links"
-	CutConsulLink    = "cut-consul-link"
-	PlannedFailover  = "planned-failover"
-	DiskFull         = "disk-full"
+	KillRedis      = "kill-redis"
+	PauseRedis     = "pause-redis"
+	RestartRedis   = "restart-redis"
+	KillSentinel   = "kill-sentinel"
+	PauseSentinel  = "pause-sentinel"
+	KillAgent      = "kill-agent"
+	PauseAgent     = "pause-agent"
+	ReloadAgent    = "reload-agent"
+	KillNutcracker = "kill-nutcracker"
+	// The HAProxy and the agent beside it (host-edge), each killed, frozen
+	// or restarted.
+	KillHAProxy         = "kill-haproxy"
+	PauseHAProxy        = "pause-haproxy"
+	RestartHAProxy      = "restart-haproxy"
+	KillHAProxyAgent    = "kill-haproxy-agent"
+	PauseHAProxyAgent   = "pause-haproxy-agent"
+	RestartHAProxyAgent = "restart-haproxy-agent"
+	KillConsulClient    = "kill-consul-client"
+	KillConsulServer    = "kill-consul-server"
+	CutSentinelLinks    = "cut-sentinel-links"
+	CutConsulLink       = "cut-consul-link"
+	PlannedFailover     = "planned-failover"
+	DiskFull            = "disk-full"
 )
 
 // AllFaults is every kind of fault the campaign knows.
 var AllFaults = []string{
 	KillRedis, PauseRedis, RestartRedis, KillSentinel, PauseSentinel, KillAgent, PauseAgent, ReloadAgent,
-	KillNutcracker, KillConsulClient, KillConsulServer, CutSentinelLinks, CutConsulLink, PlannedFailover, DiskFull,
+	KillNutcracker, KillHAProxy, PauseHAProxy, RestartHAProxy, KillHAProxyAgent, PauseHAProxyAgent, RestartHAProxyAgent,
+	KillConsulClient, KillConsulServer, CutSentinelLinks, CutConsulLink, PlannedFailover, DiskFull,
 }
 
 // Options configure a campaign.
@@ -133,7 +147,7 @@ type campaign struct {
 	observedAt time.Time
 	// kills[addr] are the times the Redis at addr was killed, frozen or restarted.
 	kills map[string][]time.Time
-	// acks are the writes acknowledged through DNS or the proxy.
+	// acks are the writes acknowledged through DNS, the pool or HAProxy.
 	acks     []ack
 	maxRSS   map[string]int64
 	lost     map[string]int

@@ -92,6 +92,9 @@ func (cp *campaign) converged(ctx context.Context) error {
 			return fmt.Errorf("%s: a write through the pool did not land on %s", shard, m)
 		}
 	}
+	if err := cp.haproxyConverged(ctx, masters); err != nil {
+		return err
+	}
 	for _, h := range cp.st.allHosts() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.agent.URL("/healthz"), nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -103,8 +106,8 @@ func (cp *campaign) converged(ctx context.Context) error {
 	return nil
 }
 
-// waitConverged waits up to ConvergeWithin for DNS, the proxy and its file
-// to agree with Sentinel.
+// waitConverged waits up to ConvergeWithin for DNS, the proxy and its file,
+// and HAProxy to agree with Sentinel.
 func (cp *campaign) waitConverged(ctx context.Context, phase string) error {
 	start := time.Now()
 	deadline := start.Add(cp.o.ConvergeWithin)
@@ -190,11 +193,18 @@ func (cp *campaign) checkWrites(ctx context.Context) {
 		}
 	}
 	cp.count("acknowledged writes checked", len(acks))
+	via := map[string]int{}
+	for _, a := range acks {
+		via[a.via]++
+	}
+	for v, n := range via {
+		cp.count("acknowledged writes checked via "+v, n)
+	}
 	cp.mu.Lock()
 	cp.lost, cp.excused, cp.inFlight = lost, excused, inFlight
 	cp.mu.Unlock()
-	if n := lost["dns"] + lost["proxy"]; n > 3 {
-		cp.say("%d acknowledged writes lost in all (dns %d, proxy %d)", n, lost["dns"], lost["proxy"])
+	if n := lost["dns"] + lost["proxy"] + lost["haproxy"]; n > 3 {
+		cp.say("%d acknowledged writes lost in all (dns %d, proxy %d, haproxy %d)", n, lost["dns"], lost["proxy"], lost["haproxy"])
 	}
 }
 

@@ -179,6 +179,19 @@ func (cp *campaign) start(ctx context.Context, kind string) (*active, error) {
 		return cp.processFaultAs(k, kind, h.agent.Process, "agent of "+h.name, []string{"agent:" + h.name})
 	case KillNutcracker:
 		return nil, cp.killNutcracker()
+	case KillHAProxy, PauseHAProxy, RestartHAProxy:
+		if cp.inj.held("haproxy") {
+			return nil, fmt.Errorf("haproxy is already faulted")
+		}
+		k := map[string]string{KillHAProxy: KillRedis, PauseHAProxy: PauseRedis, RestartHAProxy: RestartRedis}[kind]
+		return cp.processFaultAs(k, kind, st.hap.Process, "haproxy", []string{"haproxy"})
+	case KillHAProxyAgent, PauseHAProxyAgent, RestartHAProxyAgent:
+		h := st.edge
+		if cp.inj.held("agent:" + h.name) {
+			return nil, fmt.Errorf("agent of %s is already faulted", h.name)
+		}
+		k := map[string]string{KillHAProxyAgent: KillRedis, PauseHAProxyAgent: PauseRedis, RestartHAProxyAgent: RestartRedis}[kind]
+		return cp.processFaultAs(k, kind, h.agent.Process, "agent of "+h.name, []string{"agent:" + h.name})
 	case KillConsulClient:
 		hs := st.allHosts()
 		h := hs[cp.rng.IntN(len(hs))]

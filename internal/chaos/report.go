@@ -29,7 +29,7 @@ type Report struct {
 	Checks     map[string]int
 	Violations []Violation
 	// Lost counts acknowledged writes missing at the end, by path (dns,
-	// proxy); Excused those on a Redis killed or frozen after it acknowledged.
+	// proxy for the twemproxy pool, haproxy); Excused those on a Redis killed or frozen after it acknowledged.
 	Lost    map[string]int
 	Excused int
 	// InFailover counts writes lost to a failover Sentinel had under way when
@@ -71,15 +71,18 @@ func (cp *campaign) fill(r *Report) {
 func (r *Report) Write(w io.Writer) {
 	fmt.Fprintf(w, "\nchaos campaign: seed %d, faults for %s, took %s\n", r.Seed, r.Duration, r.Took.Round(time.Second))
 	fmt.Fprintf(w, "faults injected: %d\n", r.Total())
-	for _, k := range slices.Sorted(maps.Keys(r.Injected)) {
-		fmt.Fprintf(w, "  %-20s %d\n", k, r.Injected[k])
+	// Every kind enabled, so that one the run never injected shows as 0.
+	kinds := slices.Concat(r.Faults, slices.Collect(maps.Keys(r.Injected)))
+	slices.Sort(kinds)
+	for _, k := range slices.Compact(kinds) {
+		fmt.Fprintf(w, "  %-22s %d\n", k, r.Injected[k])
 	}
 	fmt.Fprintln(w, "invariant checks:")
 	for _, k := range slices.Sorted(maps.Keys(r.Checks)) {
-		fmt.Fprintf(w, "  %-28s %d\n", k, r.Checks[k])
+		fmt.Fprintf(w, "  %-50s %d\n", k, r.Checks[k])
 	}
-	fmt.Fprintf(w, "acknowledged writes lost: dns %d, proxy %d (excused: %d on a Redis killed or frozen after acknowledging)\n",
-		r.Lost["dns"], r.Lost["proxy"], r.Excused)
+	fmt.Fprintf(w, "acknowledged writes lost: dns %d, proxy %d, haproxy %d (excused: %d on a Redis killed or frozen after acknowledging)\n",
+		r.Lost["dns"], r.Lost["proxy"], r.Lost["haproxy"], r.Excused)
 	fmt.Fprintf(w, "acknowledged writes lost to a failover Sentinel had under way when they were acknowledged: %d\n", r.InFailover)
 	var largest int64
 	for _, v := range r.MaxAgentRSS {

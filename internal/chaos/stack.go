@@ -24,7 +24,7 @@ type host struct {
 	// agent and Sentinels, so a fault can cut them.
 	consulLink    *sandbox.Link
 	sentinelLinks []*sandbox.Link
-	redis         *sandbox.Redis    // nil on the proxy host
+	redis         *sandbox.Redis    // nil on the proxy hosts
 	shard         *sandbox.Shard    // the shard of redis
 	sentinel      *sandbox.Sentinel // the Sentinel this host's agent registers, if any
 	cfg           map[string]any
@@ -38,6 +38,9 @@ type stack struct {
 	shards    []*sandbox.Shard
 	hosts     []*host
 	proxy     *host
+	// edge is the host of the HAProxy, hap, whose agent drives it.
+	edge *host
+	hap  *sandbox.HAProxy
 	// proxyConf is the nutcracker config file the proxy host's agent rewrites.
 	proxyConf string
 	// poolAddr is the twemproxy pool's listen address.
@@ -53,8 +56,8 @@ type stack struct {
 var shardNames = []string{"alpha", "beta"}
 
 // startStack builds three Consul servers, three Sentinels, two shards of
-// three Redis, a host (Consul client + agent) beside every Redis and one
-// beside a supervised nutcracker.
+// three Redis, a host (Consul client + agent) beside every Redis, one beside
+// a supervised nutcracker and one beside an HAProxy.
 func startStack(ctx context.Context, o Options, say func(string, ...any)) (*stack, error) {
 	c, err := sandbox.New(sandbox.Options{Dir: o.Dir, AgentBin: o.Agent, StartTimeout: 60 * time.Second, StopTimeout: 5 * time.Second})
 	if err != nil {
@@ -99,7 +102,10 @@ func startStack(ctx context.Context, o Options, say func(string, ...any)) (*stac
 	if err := st.startProxyHost(ctx); err != nil {
 		return st, err
 	}
-	say("agents: %d beside Redis, 1 beside nutcracker (pool %s)", len(st.hosts), st.poolAddr)
+	if err := st.startEdgeHost(ctx); err != nil {
+		return st, err
+	}
+	say("agents: %d beside Redis, 1 beside nutcracker (pool %s), 1 beside HAProxy (%s)", len(st.hosts), st.poolAddr, st.hap.Socket)
 	return st, nil
 }
 
@@ -245,8 +251,51 @@ func (st *stack) startProxyHost(_ context.Context) error {
 	return nil
 }
 
-// allHosts is every host, the proxy host last.
-func (st *stack) allHosts() []*host { return append(append([]*host(nil), st.hosts...), st.proxy) }
+// startEdgeHost starts an HAProxy in front of both shards as
+// deploy/haproxy/haproxy.cfg does (a frontend and a backend per shard, one
+// server per backend named after the shard, a plain liveness check, the
+// runtime API at level admin) and, on a host of its own, the agent that
+// drives it through that API and registers the frontends in Consul.
+func (st *stack) startEdgeHost(_ context.Context) error {
+	h := &host{name: "host-edge"}
+	var err error
+	if h.consul, err = st.startClient("consul-" + h.name); err != nil {
+		return err
+	}
+	if err := st.links(h); err != nil {
+		return err
+	}
+	var backends []sandbox.HAProxyBackend
+	for _, sh := range st.shards {
+		backends = append(backends, sandbox.HAProxyBackend{
+			Name: backendOf(sh.Name), Servers: []sandbox.HAProxyServer{{Name: sh.Name, Addr: sh.Master.Addr()}}, Check: true,
+		})
+	}
+	if st.hap, err = st.c.StartHAProxy(sandbox.HAProxyOptions{Name: "haproxy", Backends: backends}); err != nil {
+		return err
+	}
+	var servers, frontends []any
+	for _, sh := range st.shards {
+		be := backendOf(sh.Name)
+		servers = append(servers, map[string]any{"backend": be, "server": sh.Name, "master_name": sh.Name})
+		frontends = append(frontends, map[string]any{"name": be, "address": st.hap.Frontends[be], "backends": []any{be}})
+	}
+	h.cfg = st.baseConfig(h)
+	h.cfg["haproxy"] = []any{map[string]any{"name": "edge", "runtime_api": st.hap.Socket, "servers": servers, "frontends": frontends}}
+	if h.agent, err = st.c.StartAgent("", "agent-"+h.name, st.hap.IP(), h.cfg); err != nil {
+		return err
+	}
+	st.edge = h
+	return nil
+}
+
+// backendOf is the HAProxy backend (and frontend) of a shard.
+func backendOf(shard string) string { return "redis-" + shard }
+
+// allHosts is every host, the proxy hosts last.
+func (st *stack) allHosts() []*host {
+	return append(append([]*host(nil), st.hosts...), st.proxy, st.edge)
+}
 
 // nodeByIP finds the Redis listening on ip.
 func (st *stack) nodeByIP(ip string) *sandbox.Redis {

@@ -28,7 +28,7 @@ const namedWithin = 3 * time.Second
 type ack struct {
 	key, shard string
 	node       string // the Redis that acknowledged it, as far as the writer knows
-	via        string // dns or proxy
+	via        string // dns, proxy (the twemproxy pool) or haproxy
 	at         time.Time
 }
 
@@ -47,11 +47,16 @@ type watchers struct {
 	proxy   []proxyVersion
 	tags    map[string]string // shard → hash tag routed to it by the pool
 	clients map[string]*redis.Client
+	// hapServer is the last `show servers state` line seen per shard, and
+	// twoSince when HAProxy was first seen with sessions of one shard on two
+	// live masters, per shard (zero: not now).
+	hapServer map[string]string
+	twoSince  map[string]time.Time
 }
 
 func (cp *campaign) startWatchers(ctx context.Context, wg *sync.WaitGroup) {
 	cp.w = &watchers{open: map[string]int{}, samples: map[string]int{}, lastDNS: map[string]string{},
-		tags: map[string]string{}, clients: map[string]*redis.Client{}}
+		tags: map[string]string{}, clients: map[string]*redis.Client{}, hapServer: map[string]string{}, twoSince: map[string]time.Time{}}
 	goLoop := func(every time.Duration, f func(context.Context)) {
 		wg.Go(func() {
 			t := time.NewTicker(every)
@@ -76,7 +81,9 @@ func (cp *campaign) startWatchers(ctx context.Context, wg *sync.WaitGroup) {
 		goLoop(8*time.Millisecond, func(ctx context.Context) { cp.sampleDNS(ctx, sh.Name) })
 		goLoop(15*time.Millisecond, func(ctx context.Context) { cp.writeDNS(ctx, sh.Name) })
 		goLoop(15*time.Millisecond, func(ctx context.Context) { cp.writeProxy(ctx, sh.Name) })
+		wg.Go(func() { cp.writeHAProxy(ctx, sh.Name) })
 	}
+	goLoop(40*time.Millisecond, cp.sampleHAProxy)
 }
 
 // observeSentinels asks every Sentinel which master it names for each shard
@@ -243,7 +250,7 @@ func (cp *campaign) sampleDNS(ctx context.Context, shard string) {
 			cp.count("dns answers with a dead old master", 1)
 		}
 	}
-	cp.dnsVerdict(shard, "two-masters", live > 1,
+	cp.sampleVerdict(shard, "two-masters", live > 1,
 		fmt.Sprintf("DNS %s-master answered %d nodes [%s], %d of them live masters (asked %s)", shard, len(ips), answer, live, k.NodeName()))
 	var unnamed []string
 	now := time.Now()
@@ -269,7 +276,7 @@ func (cp *campaign) sampleDNS(ctx context.Context, shard string) {
 			unnamed = append(unnamed, r.Addr())
 		}
 	}
-	cp.dnsVerdict(shard, "unnamed-master", len(unnamed) > 0,
+	cp.sampleVerdict(shard, "unnamed-master", len(unnamed) > 0,
 		fmt.Sprintf("DNS %s-master answered %s, which no Sentinel named master in the last %s (asked %s)", shard, strings.Join(unnamed, ", "), namedWithin, k.NodeName()))
 }
 
@@ -292,9 +299,9 @@ func (cp *campaign) liveMasters(ctx context.Context, ips []string) int {
 	return n
 }
 
-// dnsVerdict opens one violation per run of bad samples and says how long
-// the run lasted when it ends.
-func (cp *campaign) dnsVerdict(shard, invariant string, bad bool, detail string) {
+// sampleVerdict opens one violation per run of bad samples (of DNS or of
+// HAProxy) and says how long the run lasted when it ends.
+func (cp *campaign) sampleVerdict(shard, invariant string, bad bool, detail string) {
 	key := shard + "/" + invariant
 	cp.w.mu.Lock()
 	idx, open := cp.w.open[key]
