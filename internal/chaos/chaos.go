@@ -8,8 +8,8 @@
 // through:
 //
 //   - DNS never answers two masters for a shard, nor a node no Sentinel named;
-//   - HAProxy never holds sessions of one shard on two live masters for
-//     longer than a move takes;
+//   - HAProxy never sends a shard's traffic (new connections, open
+//     sessions) to two live masters for longer than a move takes;
 //   - after the faults heal, DNS, the twemproxy pool and its config file, and
 //     HAProxy's servers (`show servers state`: address, taking traffic)
 //     agree with Sentinel within a bounded time;

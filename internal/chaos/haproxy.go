@@ -22,10 +22,11 @@ import (
 const twoServersGrace = 250 * time.Millisecond
 
 // sampleHAProxy reads HAProxy's runtime state: which server each shard's
-// backend sends to (kept as a note for timelines), and where its open
-// sessions go. Sessions of one shard on two nodes that both answer ROLE
-// master for longer than twoServersGrace is a violation: HAProxy sends the
-// shard's writes to two masters.
+// backend sends new connections to (kept as a note for timelines), and where
+// its open sessions go. A shard's traffic going to two nodes that both answer
+// ROLE master (open sessions on one, new connections to the other, or
+// sessions on both) for longer than twoServersGrace is a violation: HAProxy
+// sends the shard's writes to two masters.
 func (cp *campaign) sampleHAProxy(ctx context.Context) {
 	hap := cp.st.hap
 	if !hap.Alive() {
@@ -58,6 +59,9 @@ func (cp *campaign) sampleHAProxy(ctx context.Context) {
 	cp.count("haproxy session samples", 1)
 	for _, sh := range cp.st.shards {
 		var addrs []string
+		if s, ok := haproxyServer(servers, sh.Name); ok && s.TakesTraffic() {
+			addrs = append(addrs, s.Addr)
+		}
 		for _, s := range sessions {
 			if s.Backend == backendOf(sh.Name) {
 				addrs = append(addrs, s.Addr)
@@ -85,11 +89,11 @@ func (cp *campaign) sampleHAProxy(ctx context.Context) {
 		}
 		cp.w.mu.Unlock()
 		if live > 1 && since.Equal(now) {
-			cp.count("haproxy sessions on two masters within the grace", 1)
-			cp.note("haproxy %s: sessions on %s", backendOf(sh.Name), strings.Join(addrs, ", "))
+			cp.count("haproxy traffic to two masters within the grace", 1)
+			cp.note("haproxy %s: traffic to %s", backendOf(sh.Name), strings.Join(addrs, ", "))
 		}
 		cp.sampleVerdict(sh.Name, "haproxy-two-servers", live > 1 && now.Sub(since) >= twoServersGrace,
-			fmt.Sprintf("HAProxy backend %s has sessions on %d live masters [%s] for %s", backendOf(sh.Name), live, strings.Join(addrs, ", "), now.Sub(since).Round(time.Millisecond)))
+			fmt.Sprintf("HAProxy backend %s sends to %d live masters [%s] (its server and its open sessions) for %s", backendOf(sh.Name), live, strings.Join(addrs, ", "), now.Sub(since).Round(time.Millisecond)))
 	}
 }
 
