@@ -109,7 +109,9 @@ func haproxyServer(servers []sandbox.HAProxyServerState, shard string) (sandbox.
 
 // writeHAProxy writes unique keys through the shard's HAProxy frontend
 // every 15ms, as an application's pool does: one connection kept for up to
-// a second, so that sessions HAProxy leaves open on an old master show. On
+// three seconds, so that sessions HAProxy leaves open on an old master show
+// (the session check needs them to outlive its grace; a connection kept
+// one second was renewed within the grace of a wrong move now and then). On
 // each new connection it asks CLIENT INFO which Redis HAProxy connected it
 // to, and every acknowledged write records that node.
 func (cp *campaign) writeHAProxy(ctx context.Context, shard string) {
@@ -117,7 +119,7 @@ func (cp *campaign) writeHAProxy(ctx context.Context, shard string) {
 	node.Store("")
 	c := redis.NewClient(&redis.Options{
 		Addr: cp.st.hap.Frontends[backendOf(shard)], Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1,
-		ConnMaxLifetime: time.Second, DialTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
+		ConnMaxLifetime: 3 * time.Second, DialTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
 		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
 			info, err := cn.ClientInfo(ctx).Result()
 			if err != nil {
