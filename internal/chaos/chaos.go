@@ -145,6 +145,8 @@ type campaign struct {
 	namings map[string][]naming
 	// observedAt is when the Sentinel observer last finished a round.
 	observedAt time.Time
+	// churnedAt is when a Consul server was last killed or restarted.
+	churnedAt time.Time
 	// kills[addr] are the times the Redis at addr was killed, frozen or restarted.
 	kills map[string][]time.Time
 	// acks are the writes acknowledged through DNS, the pool or HAProxy.

@@ -206,7 +206,10 @@ func (cp *campaign) start(ctx context.Context, kind string) (*active, error) {
 		k := cp.pickServer(ctx)
 		a, err := cp.processFaultAs(KillRedis, kind, k.Process, "consul server "+k.NodeName(), []string{"consul-server"})
 		if a != nil {
+			cp.consulChurned()
 			a.until = time.Now().Add(cp.dur(2*time.Second, 5*time.Second))
+			heal := a.heal
+			a.heal = func() { heal(); cp.consulChurned() }
 		}
 		return a, err
 	case CutSentinelLinks, CutConsulLink:
@@ -318,6 +321,14 @@ func (cp *campaign) markKilled(addr string) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	cp.kills[addr] = append(cp.kills[addr], time.Now())
+}
+
+// consulChurned records that a Consul server was killed or restarted just
+// now (see consulChurnWindow).
+func (cp *campaign) consulChurned() {
+	cp.mu.Lock()
+	cp.churnedAt = time.Now()
+	cp.mu.Unlock()
 }
 
 // pickServer is the Raft leader half of the time, any server otherwise.
