@@ -24,6 +24,9 @@ type pauseInput struct {
 	Paused      bool
 	PausedEpoch uint64
 	PausedSince time.Time
+	// LiftedEpoch is the failover whose pause was last lifted: it is not
+	// paused again.
+	LiftedEpoch uint64
 }
 
 // pauseAction is what pauseStep rules.
@@ -66,6 +69,7 @@ const pauseLinger = 30 * time.Second
 //     PUBLISH, which the pause holds back, so it cannot while paused. Past
 //     failover-timeout + pauseLinger from the start of the pause, lift: the
 //     agent never keeps a master paused without a bound.
+//   - A failover whose pause was lifted is not paused again.
 //   - Unreadable Redis while paused: hold; the renewal either works or
 //     fails, and a Redis that restarted is not paused anyway.
 func pauseStep(in pauseInput) (pauseAction, string) {
@@ -73,6 +77,13 @@ func pauseStep(in pauseInput) (pauseAction, string) {
 	if !in.Paused {
 		switch {
 		case !in.HasFailover || fo.Outcome != FailoverRunning || in.LocalErr != nil:
+			return pauseNone, ""
+		case in.LiftedEpoch != 0 && fo.Epoch == in.LiftedEpoch:
+			// Lifted for this failover already (no promotion within the
+			// budget, most often): pausing again would make the master
+			// look dead to the Sentinels again. Found by the chaos
+			// campaign: a stalled failover re-paused its old master three
+			// times within 2 s.
 			return pauseNone, ""
 		case !in.Names.IsSelf(fo.Old) || (fo.Selected != "" && in.Names.IsSelf(fo.Selected)):
 			return pauseNone, ""

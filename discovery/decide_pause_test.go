@@ -46,6 +46,16 @@ func TestPauseStep(t *testing.T) {
 		{"local already a replica", in(selected, replica, truthSelf, false, 0), pauseNone},
 		{"a failover gone silent does not start a pause", in(selected, master, truthSelf, false, 7*time.Second), pauseNone},
 		{"an aborted failover does not start one", in(aborted, master, truthSelf, false, 0), pauseNone},
+		{"a failover whose pause was lifted does not start another", func() pauseInput {
+			x := in(selected, master, truthSelf, false, time.Second)
+			x.LiftedEpoch = 7
+			return x
+		}(), pauseNone},
+		{"a newer failover after a lifted one pauses", func() pauseInput {
+			x := in(selected, master, truthSelf, false, time.Second)
+			x.LiftedEpoch = 6
+			return x
+		}(), pauseHold},
 		{"paused, running: renew", in(selected, master, truthSelf, true, time.Second), pauseHold},
 		{"paused, promoted, not yet announced: renew", in(selected, master, truthOther, true, time.Second), pauseHold},
 		{"paused, aborted: lift", in(aborted, master, truthSelf, true, time.Second), pauseLift},

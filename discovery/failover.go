@@ -130,8 +130,20 @@ func (m *Monitor) applyPromotion(c confirmResult) {
 		Time: c.at, Kind: telemetry.KindTruth, Type: "promotion", Subject: c.name,
 		Detail: fmt.Sprintf("%s answered ROLE master in failover epoch %d (after %s)", c.addr, c.epoch, fo.phase),
 	})
-	m.truthOf(c.name).promoteTo(c.old, c.addr, c.at, fo.started.Add(m.failoverTimeout(c.name)))
+	deadline := fo.started.Add(m.failoverTimeout(c.name))
+	m.truthOf(c.name).promoteTo(c.old, c.addr, c.at, deadline)
 	m.reevaluate(c.name, c.at)
+	// Poll at the deadline rather than at the next resync: a majority
+	// still naming the old master then undoes the promotion, and every
+	// agent should undo it at that moment, not up to a resync apart
+	// (found by the chaos campaign: DNS kept a stalled failover's replica
+	// 1 s after the twemproxy agent had gone back to the old master).
+	time.AfterFunc(time.Until(deadline)+time.Millisecond, func() {
+		select {
+		case m.pollNow <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // undoPromotion drops the promotion of name and recomputes its truth at once.

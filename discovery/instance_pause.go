@@ -53,6 +53,7 @@ type pauser struct {
 
 	// Owned by run.
 	epoch   uint64
+	lifted  uint64 // the failover whose pause was last lifted
 	refused bool // the Redis user may not pause: warned once
 	// unsaved: CONFIG REWRITE after a REPLICAOF failed: warned once.
 	unsaved bool
@@ -112,7 +113,7 @@ func (p *pauser) step(ctx context.Context) {
 	st := p.current()
 	act, why := pauseStep(pauseInput{
 		Failover: fo, HasFailover: has, Truth: truth, Local: local, LocalErr: err, Names: names, Now: time.Now(),
-		Paused: st.Active, PausedEpoch: p.epoch, PausedSince: st.Since,
+		Paused: st.Active, PausedEpoch: p.epoch, PausedSince: st.Since, LiftedEpoch: p.lifted,
 	})
 	switch act {
 	case pauseHold:
@@ -227,6 +228,7 @@ func (p *pauser) lift(ctx context.Context, why string) {
 	err := p.client.Do(rctx, "client", "unpause").Err()
 	cancel()
 	now := time.Now()
+	p.lifted = p.epoch
 	p.mu.Lock()
 	since := p.state.Since
 	p.state = pauseState{}

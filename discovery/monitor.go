@@ -125,6 +125,8 @@ type Monitor struct {
 	polls      chan pollResult
 	confirms   chan confirmResult
 	discovered chan []string
+	// pollNow asks for a poll at a promotion's deadline (see applyPromotion).
+	pollNow chan struct{}
 
 	// Published state.
 	mu       sync.RWMutex
@@ -174,6 +176,7 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		links:      make(chan linkChange, 16),
 		polls:      make(chan pollResult, 1),
 		confirms:   make(chan confirmResult, 16),
+		pollNow:    make(chan struct{}, 1),
 		discovered: make(chan []string, 1),
 		masters:    make(map[string]Master),
 		statuses:   make(map[string]SentinelStatus),
@@ -282,6 +285,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 				m.setSentinels(ctx, addrs)
 			}
 		case <-resync.C:
+			m.requestPoll(ctx)
+		case <-m.pollNow:
 			m.requestPoll(ctx)
 		case <-discoverC:
 			m.discover(ctx)
