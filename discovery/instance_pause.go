@@ -54,7 +54,7 @@ type pauser struct {
 	// Owned by run.
 	epoch   uint64
 	lifted  uint64 // the failover whose pause was last lifted
-	refused bool // the Redis user may not pause: warned once
+	refused bool   // the Redis user may not pause: warned once
 	// unsaved: CONFIG REWRITE after a REPLICAOF failed: warned once.
 	unsaved bool
 
