@@ -86,6 +86,44 @@ func TestMonitorPromotionUndone(t *testing.T) {
 	})
 }
 
+// TestMonitorPromotionTimesOut: the leader promoted a replica and went
+// silent; every Sentinel still names the old master. At the failover
+// timeout the Monitor asks the Sentinels at once and drops the promotion,
+// rather than at its next resync (5 s here), so that every agent drops it
+// at the same moment.
+func TestMonitorPromotionTimesOut(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	e := newMonEnv(t, func(ss []*fakeNode) []string {
+		var addrs []string
+		for _, s := range ss {
+			s.setFailoverTimeout(int(timeout.Milliseconds()))
+			addrs = append(addrs, s.addr)
+		}
+		return addrs
+	}, followPromotion, func(o *MonitorOptions) { o.ResyncInterval = 5 * time.Second })
+	e.waitFor("the failover timeout known", func() error {
+		for _, s := range e.sentinels {
+			s.mu.Lock()
+			n := s.calls["sentinel masters"]
+			s.mu.Unlock()
+			if n == 0 {
+				return errors.New("SENTINEL MASTERS not asked yet")
+			}
+		}
+		return nil
+	})
+	e.b.setRole("master", int64(20), []any{})
+	start := time.Now()
+	e.startFailover(e.sentinels[0], "7", e.b.addr)
+	e.waitTruth("the promotion applied", e.b.addr, SourcePromotion)
+	e.waitTruth("the old master back at the timeout", e.a.addr, SourceMajority)
+	if took := time.Since(start); took < timeout || took > timeout+time.Second {
+		t.Fatalf("promotion dropped %s after the election, want at the %s failover timeout", took, timeout)
+	} else {
+		t.Logf("promotion dropped %s after the election (failover timeout %s)", took.Round(time.Millisecond), timeout)
+	}
+}
+
 // TestMonitorPromotionOff: without FollowPromotion the Monitor waits for the
 // announcement, as before.
 func TestMonitorPromotionOff(t *testing.T) {

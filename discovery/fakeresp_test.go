@@ -28,6 +28,9 @@ type fakeNode struct {
 	hang    bool              // read commands but answer nothing, like a SIGSTOPped process
 	conns   map[net.Conn]*fakeConn
 	calls   map[string]int // "sentinel masters" → times asked
+	// failoverTimeout, when set, is each master's failover-timeout in
+	// SENTINEL MASTERS (milliseconds).
+	failoverTimeout int
 }
 
 type fakeConn struct {
@@ -89,6 +92,12 @@ func (f *fakeNode) setHang(hang bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hang = hang
+}
+
+func (f *fakeNode) setFailoverTimeout(ms int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failoverTimeout = ms
 }
 
 func (f *fakeNode) setMaster(name, addr string) {
@@ -223,7 +232,11 @@ func (f *fakeNode) reply(fc *fakeConn, args []string) []any {
 		var out []any
 		for name, addr := range f.masters {
 			host, port, _ := net.SplitHostPort(addr)
-			out = append(out, []any{"name", name, "ip", host, "port", port, "flags", "master"})
+			m := []any{"name", name, "ip", host, "port", port, "flags", "master"}
+			if f.failoverTimeout > 0 {
+				m = append(m, "failover-timeout", strconv.Itoa(f.failoverTimeout))
+			}
+			out = append(out, m)
 		}
 		return []any{out}
 	case cmd == "sentinel" && sub == "myid":
