@@ -210,11 +210,14 @@ func (cp *campaign) checkWrites(ctx context.Context) {
 
 // inFailover reports whether a write node acknowledged at t was lost to a
 // failover Sentinel had under way: every Sentinel still named node at t, and
-// one named another master within seconds after. That loss is the agent's
-// to prevent by pausing writes on the outgoing master once Sentinel has
-// chosen its successor, which it does not do yet; the report counts these
-// apart. A write to a node a Sentinel had already replaced at t is a
-// violation: the agent routed to an old master.
+// one named another master within seconds after. The agent pauses the
+// outgoing master's writes from the leader's election on; a write it
+// acknowledged just before that which had not reached the replica Sentinel
+// promotes is still lost (Sentinel does not wait for the replica to catch
+// up, as Redis's own FAILOVER does), and so is one acknowledged by a master
+// Sentinel takes for down while it still answers clients. The report
+// counts these apart. A write to a node a Sentinel had already replaced at
+// t is a violation: the agent routed to an old master.
 func (cp *campaign) inFailover(shard, node string, t time.Time) bool {
 	for _, addr := range cp.namedAt(shard, t) {
 		if addr != node {
