@@ -128,6 +128,55 @@ func TestWritePauseAbortAndAgentKill(t *testing.T) {
 	}
 }
 
+// TestWritePauseNotRepeated: a failover that never promotes (the replicas
+// may not run SLAVEOF) outlives the pause's budget (half of down-after,
+// 500 ms here) before Sentinel aborts it (failover-timeout 3 s). The pause
+// is lifted at the budget and never taken again for that failover: found by
+// the chaos campaign, where a stalled failover re-paused its old master
+// three times in 2 s, each time making it look dead to the Sentinels.
+func TestWritePauseNotRepeated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real Consul, Redis, Sentinel, nutcracker and the agent")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{DownAfter: time.Second}, nil)
+	old := e.shard.Master
+	for _, r := range e.shard.Replicas {
+		if _, err := sandbox.Do(ctx, r.Addr(), "ACL", "SETUSER", "default", "-slaveof", "-replicaof"); err != nil {
+			t.Fatalf("ACL SETUSER on %s: %v", r.Name(), err)
+		}
+	}
+	leader := e.shard.Sentinels[0]
+	sub := sandbox.NewClient(leader.Addr(), "").Subscribe(ctx, "-failover-abort-slave-timeout")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandbox.Do(ctx, leader.Addr(), "SENTINEL", "FAILOVER", e.shard.Name); err != nil {
+		t.Fatalf("SENTINEL FAILOVER: %v", err)
+	}
+	pfPaused(ctx, t, old.Addr())
+	paused := time.Now()
+	took := pfWritable(ctx, t, old.Addr(), paused, 5*time.Second)
+	t.Logf("pause lifted %s after it began, with no promotion", took.Round(time.Millisecond))
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	defer acancel()
+	msg, err := sub.ReceiveMessage(actx)
+	if err != nil {
+		t.Fatalf("waiting for the abort: %v", err)
+	}
+	st, err := pfGet(ctx, e.agents[old.Addr()], "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(st, `"write-pause"`)
+	t.Logf("%s %s; the old master's agent paused it %d time(s)", msg.Channel, msg.Payload, n)
+	if n != 1 {
+		t.Errorf("the old master was paused %d times for one failover, want once", n)
+	}
+}
+
 // TestWritePauseWithoutRight: the agents' Redis user may not run CLIENT
 // PAUSE. The agent beside the outgoing master warns once, and the failover
 // is still followed: DNS names the new master.
