@@ -130,7 +130,7 @@ func consulBackOnce(ctx context.Context, t *testing.T, c *sandbox.Cluster, shard
 		t.Fatal(err)
 	}
 
-	s := &masterSampler{server: server, client: sc, old: old}
+	s := &sampler{probe: oldMasterProbe(server, sc, old)}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.run(sctx) })
@@ -235,29 +235,25 @@ func roleIs(ctx context.Context, a *sandbox.Agent, role string) error {
 	return nil
 }
 
-// masterSampler asks the Consul server's DNS and health API, every few
-// milliseconds, whether they answer old as master.
-type masterSampler struct {
-	server *sandbox.Consul
-	client *api.Client
-	old    string
+// sampler asks probe every few milliseconds until its context ends and
+// counts the answers (ok) and the bad ones among them, with the first and
+// the last bad one.
+type sampler struct {
+	probe func(ctx context.Context) (bad, ok bool)
 
 	mu          sync.Mutex
 	first, last time.Time
 	bad, total  int
 }
 
-func (s *masterSampler) run(ctx context.Context) {
-	oldIP, _, _ := net.SplitHostPort(s.old)
+func (s *sampler) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		masters, herr := passingMasters(qctx, s.client)
-		ips, derr := s.server.LookupA(qctx, "back-master.redis.service.consul")
+		bad, ok := s.probe(qctx)
 		cancel()
-		bad := (herr == nil && slices.Contains(masters, s.old)) || (derr == nil && slices.Contains(ips, oldIP))
 		now := time.Now()
 		s.mu.Lock()
-		if herr == nil || derr == nil {
+		if ok {
 			s.total++
 		}
 		if bad {
@@ -277,8 +273,20 @@ func (s *masterSampler) run(ctx context.Context) {
 	}
 }
 
-func (s *masterSampler) result() (first, last time.Time, bad, total int) {
+func (s *sampler) result() (first, last time.Time, bad, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.first, s.last, s.bad, s.total
+}
+
+// oldMasterProbe asks the Consul server's DNS and health API whether they
+// answer old as master.
+func oldMasterProbe(server *sandbox.Consul, client *api.Client, old string) func(context.Context) (bool, bool) {
+	oldIP, _, _ := net.SplitHostPort(old)
+	return func(ctx context.Context) (bool, bool) {
+		masters, herr := passingMasters(ctx, client)
+		ips, derr := server.LookupA(ctx, "back-master.redis.service.consul")
+		bad := (herr == nil && slices.Contains(masters, old)) || (derr == nil && slices.Contains(ips, oldIP))
+		return bad, herr == nil || derr == nil
+	}
 }

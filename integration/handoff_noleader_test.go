@@ -129,7 +129,7 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	}
 	t.Logf("with no Consul leader, the new master's agent %s", decided)
 
-	s := &pairSampler{dns: clients[next.Addr()], name: "noleader-master.redis.service.consul", a: old.IP(), b: next.IP()}
+	s := &sampler{probe: bothProbe(clients[next.Addr()], "noleader-master.redis.service.consul", old.IP(), next.IP())}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.run(sctx) })
@@ -160,7 +160,7 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	both, total, first, last := s.result()
+	first, last, both, total := s.result()
 	t.Logf("consul server back; new master alone in consul %s later; %d DNS samples", alone.Round(time.Millisecond), total)
 	if total < 100 {
 		t.Fatalf("only %d DNS samples answered", total)
@@ -171,47 +171,14 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	}
 }
 
-// pairSampler asks a Consul agent's DNS, every few ms, for name, and counts
-// the answers that hold both a and b.
-type pairSampler struct {
-	dns  *sandbox.Consul
-	name string
-	a, b string
-
-	mu          sync.Mutex
-	first, last time.Time
-	both, total int
-}
-
-func (s *pairSampler) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		ips, err := s.dns.LookupA(qctx, s.name)
-		cancel()
-		now := time.Now()
-		s.mu.Lock()
-		if err == nil {
-			s.total++
-			if slices.Contains(ips, s.a) && slices.Contains(ips, s.b) {
-				if s.both == 0 {
-					s.first = now
-				}
-				s.both++
-				s.last = now
-			}
+// bothProbe asks a Consul agent's DNS for name: bad when the answer holds
+// both a and b.
+func bothProbe(dns *sandbox.Consul, name, a, b string) func(context.Context) (bool, bool) {
+	return func(ctx context.Context) (bool, bool) {
+		ips, err := dns.LookupA(ctx, name)
+		if err != nil {
+			return false, false
 		}
-		s.mu.Unlock()
-		t := time.NewTimer(3 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		return slices.Contains(ips, a) && slices.Contains(ips, b), true
 	}
-}
-
-func (s *pairSampler) result() (both, total int, first, last time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.both, s.total, s.first, s.last
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -43,6 +45,32 @@ func pfWritable(ctx context.Context, t *testing.T, addr string, from time.Time, 
 	return 0
 }
 
+// pfStalledFailover starts the stack with Sentinel's down-after at
+// downAfter, forbids SLAVEOF on the replicas, so that the leader selects one
+// but cannot promote it and aborts after failover-timeout, subscribes to
+// that abort, and starts a SENTINEL FAILOVER: it returns once the old master
+// holds writes back, with the leader Sentinel and the subscription.
+func pfStalledFailover(ctx context.Context, t *testing.T, downAfter time.Duration) (*pfEnv, *sandbox.Sentinel, *redis.PubSub) {
+	t.Helper()
+	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{DownAfter: downAfter}, nil)
+	for _, r := range e.shard.Replicas {
+		if _, err := sandbox.Do(ctx, r.Addr(), "ACL", "SETUSER", "default", "-slaveof", "-replicaof"); err != nil {
+			t.Fatalf("ACL SETUSER on %s: %v", r.Name(), err)
+		}
+	}
+	leader := e.shard.Sentinels[0]
+	sub := sandbox.NewClient(leader.Addr(), "").Subscribe(ctx, "-failover-abort-slave-timeout")
+	t.Cleanup(func() { sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandbox.Do(ctx, leader.Addr(), "SENTINEL", "FAILOVER", e.shard.Name); err != nil {
+		t.Fatalf("SENTINEL FAILOVER: %v", err)
+	}
+	pfPaused(ctx, t, e.shard.Master.Addr())
+	return e, leader, sub
+}
+
 // TestWritePauseAbortAndAgentKill: a failover Sentinel aborts lifts the
 // pause at once; an agent killed -9 during a pause leaves Redis paused for
 // one slice at most. Sentinel aborts because neither replica may run
@@ -56,27 +84,11 @@ func TestWritePauseAbortAndAgentKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// down-after 10s: the pause may wait 5s for a promotion (pauseBudget),
-	// longer than the 3s failover-timeout after which Sentinel aborts.
-	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{DownAfter: 10 * time.Second}, nil)
+	// 1. The failover aborts: the pause goes at once. Down-after 10s: the
+	// pause may wait 5s for a promotion (pauseBudget), longer than the 3s
+	// failover-timeout after which Sentinel aborts.
+	e, leader, sub := pfStalledFailover(ctx, t, 10*time.Second)
 	old := e.shard.Master
-	for _, r := range e.shard.Replicas {
-		if _, err := sandbox.Do(ctx, r.Addr(), "ACL", "SETUSER", "default", "-slaveof", "-replicaof"); err != nil {
-			t.Fatalf("ACL SETUSER on %s: %v", r.Name(), err)
-		}
-	}
-	leader := e.shard.Sentinels[0]
-	sub := sandbox.NewClient(leader.Addr(), "").Subscribe(ctx, "-failover-abort-slave-timeout")
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	// 1. The failover aborts: the pause goes at once.
-	if _, err := sandbox.Do(ctx, leader.Addr(), "SENTINEL", "FAILOVER", e.shard.Name); err != nil {
-		t.Fatalf("SENTINEL FAILOVER: %v", err)
-	}
-	pfPaused(ctx, t, old.Addr())
 	st, err := pfGet(ctx, e.agents[old.Addr()], "/v1/status")
 	if err != nil || !strings.Contains(st, `"write_pause"`) {
 		t.Errorf("/v1/status of the paused master shows no write_pause (%v)", err)
@@ -140,23 +152,8 @@ func TestWritePauseNotRepeated(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := newPFEnv(t, ctx, map[string]any{"pause_writes": true}, sandbox.ShardOptions{DownAfter: time.Second}, nil)
+	e, _, sub := pfStalledFailover(ctx, t, time.Second)
 	old := e.shard.Master
-	for _, r := range e.shard.Replicas {
-		if _, err := sandbox.Do(ctx, r.Addr(), "ACL", "SETUSER", "default", "-slaveof", "-replicaof"); err != nil {
-			t.Fatalf("ACL SETUSER on %s: %v", r.Name(), err)
-		}
-	}
-	leader := e.shard.Sentinels[0]
-	sub := sandbox.NewClient(leader.Addr(), "").Subscribe(ctx, "-failover-abort-slave-timeout")
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sandbox.Do(ctx, leader.Addr(), "SENTINEL", "FAILOVER", e.shard.Name); err != nil {
-		t.Fatalf("SENTINEL FAILOVER: %v", err)
-	}
-	pfPaused(ctx, t, old.Addr())
 	paused := time.Now()
 	took := pfWritable(ctx, t, old.Addr(), paused, 5*time.Second)
 	t.Logf("pause lifted %s after it began, with no promotion", took.Round(time.Millisecond))
