@@ -47,26 +47,14 @@ func testConsulClientBack(t *testing.T, wipe bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := harness.ForTest(t, sandbox.Options{})
-	dns := map[string]any{"allow_stale": false, "node_ttl": "0s", "service_ttl": map[string]string{"*": "0s"}}
-	server, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-server", Extra: map[string]any{"dns_config": dns}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join := []string{net.JoinHostPort(server.IP(), strconv.Itoa(server.SerfLANPort))}
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "back", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients := map[string]*sandbox.Consul{}
+	server, clients := consulPerNode(t, c, shard)
 	agents := map[string]*sandbox.Agent{}
 	for _, r := range shard.Nodes() {
-		k, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-" + r.Name(), Extra: map[string]any{
-			"server": false, "bootstrap_expect": 0, "retry_join": join, "dns_config": dns,
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[r.Addr()] = k
+		k := clients[r.Addr()]
 		if agents[r.Addr()], err = c.StartAgent("", "agent-"+r.Name(), r.IP(), agentConfig(k, shard, r, r.Name())); err != nil {
 			t.Fatal(err)
 		}
@@ -93,6 +81,30 @@ func testConsulClientBack(t *testing.T, wipe bool) {
 		old = next
 	}
 	t.Errorf("in every one of %d tries the old master was answered after its Consul client came back:\n  %s", consulBackTries, strings.Join(bad, "\n  "))
+}
+
+// consulPerNode starts a Consul server and a Consul client on the host of
+// every node of shard, joined to it, all with stale DNS answers off; it
+// returns the server and the clients by node address.
+func consulPerNode(t *testing.T, c *sandbox.Cluster, shard *sandbox.Shard) (*sandbox.Consul, map[string]*sandbox.Consul) {
+	t.Helper()
+	dns := map[string]any{"allow_stale": false, "node_ttl": "0s", "service_ttl": map[string]string{"*": "0s"}}
+	server, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-server", Extra: map[string]any{"dns_config": dns}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := []string{net.JoinHostPort(server.IP(), strconv.Itoa(server.SerfLANPort))}
+	clients := map[string]*sandbox.Consul{}
+	for _, r := range shard.Nodes() {
+		k, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-" + r.Name(), Extra: map[string]any{
+			"server": false, "bootstrap_expect": 0, "retry_join": join, "dns_config": dns,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[r.Addr()] = k
+	}
+	return server, clients
 }
 
 // consulBackTries bounds the runs of TestConsulClientBackAfterFailover.

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,28 +36,16 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := harness.ForTest(t, sandbox.Options{})
-	dns := map[string]any{"allow_stale": false, "node_ttl": "0s", "service_ttl": map[string]string{"*": "0s"}}
-	server, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-server", Extra: map[string]any{"dns_config": dns}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	join := []string{net.JoinHostPort(server.IP(), strconv.Itoa(server.SerfLANPort))}
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "noleader", Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	old, next := shard.Master, shard.Replicas[0]
-	clients := map[string]*sandbox.Consul{}
+	server, clients := consulPerNode(t, c, shard)
 	agents := map[string]*sandbox.Agent{}
 	links := map[string]*sandbox.Link{}
 	for _, r := range shard.Nodes() {
-		k, err := c.StartConsul(sandbox.ConsulOptions{Name: "consul-" + r.Name(), Extra: map[string]any{
-			"server": false, "bootstrap_expect": 0, "retry_join": join, "dns_config": dns,
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[r.Addr()] = k
+		k := clients[r.Addr()]
 		l, err := c.NewLink(k.HTTPAddr())
 		if err != nil {
 			t.Fatal(err)
