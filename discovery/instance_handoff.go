@@ -67,31 +67,8 @@ func (i *Instance) handoff(ctx context.Context) (handoffVerdict, string) {
 			view.Alive = i.alive(ctx, view.Others)
 		}
 		verdict, why := handoffStep(truth, view, expired, time.Until(limit) < time.Millisecond, i.names.names(ctx, i.self, addrs...))
-		waited := time.Since(start).Round(time.Microsecond)
-		switch verdict {
-		case handoffTake:
-			if index != 0 || warned || i.handoffBlind {
-				i.log.Info("master handoff: the old master left consul's answers", "waited", waited)
-			}
-			i.handoffBlind = false
-			return verdict, why
-		case handoffRefuse:
-			i.log.Info("master handoff: not taking the master tag", "why", why, "waited", waited)
-			i.handoffBlind = false
-			return verdict, why
-		case handoffTakeAnyway:
-			i.log.Warn("master handoff: taking the master tag at the end of the wait", "why", why, "waited", waited)
-			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
-				Detail: fmt.Sprintf("took %s after %s: %s", tag, waited, why)})
-			i.handoffBlind = false
-			return verdict, why
-		case handoffUnknown:
-			if !i.handoffBlind { // once for the whole outage
-				i.handoffBlind = true
-				i.log.Warn("master handoff: "+why, "waited", waited)
-				i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
-					Detail: fmt.Sprintf("did not take %s: %s", tag, why)})
-			}
+		if verdict != handoffWait {
+			i.handoffEnded(verdict, why, tag, time.Since(start).Round(time.Microsecond), index != 0 || warned)
 			return verdict, why
 		}
 		if expired && why != "" && !waitingOnAlive {
@@ -127,6 +104,31 @@ func (i *Instance) handoff(ctx context.Context) (handoffVerdict, string) {
 			next = 0
 		}
 		index = next
+	}
+}
+
+// handoffEnded logs and journals how a handoff ended; waitedOn says it
+// saw the old master in Consul (or could not see everything) first.
+func (i *Instance) handoffEnded(verdict handoffVerdict, why, tag string, waited time.Duration, waitedOn bool) {
+	blind := i.handoffBlind
+	i.handoffBlind = verdict == handoffUnknown
+	switch verdict {
+	case handoffTake:
+		if waitedOn || blind {
+			i.log.Info("master handoff: the old master left consul's answers", "waited", waited)
+		}
+	case handoffRefuse:
+		i.log.Info("master handoff: not taking the master tag", "why", why, "waited", waited)
+	case handoffTakeAnyway:
+		i.log.Warn("master handoff: taking the master tag at the end of the wait", "why", why, "waited", waited)
+		i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
+			Detail: fmt.Sprintf("took %s after %s: %s", tag, waited, why)})
+	case handoffUnknown:
+		if !blind { // once for the whole outage
+			i.log.Warn("master handoff: "+why, "waited", waited)
+			i.opts.Journal.Add(telemetry.Event{Kind: telemetry.KindConsul, Type: "handoff", Subject: i.id, Level: "warn",
+				Detail: fmt.Sprintf("did not take %s: %s", tag, why)})
+		}
 	}
 }
 
