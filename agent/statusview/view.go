@@ -124,13 +124,44 @@ const MaxEvents = 100
 // sees; refresh is how often the dashboard polls (0 for the terminal).
 func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.Duration) View {
 	v := View{Now: now, Snap: snap, Cluster: cl, Refresh: refresh}
+	v.Shards = shards(snap, cl)
+	for _, sv := range v.Shards {
+		switch sv.Verdict {
+		case status.VerdictOK:
+			v.Summary.OK++
+		case status.VerdictSplitBrain:
+			v.Summary.SplitBrain++
+		case status.VerdictDown:
+			v.Summary.Down++
+		default:
+			v.Summary.Degraded++
+		}
+	}
+	v.Summary.Shards = len(v.Shards)
+	v.Summary.Verdict, v.Summary.Text = verdict(v.Summary, cl.Error)
+	v.Proxies = proxies(snap, cl)
+	v.Timeline = timeline(snap, cl)
+	for _, p := range cl.Peers {
+		if p.Error != "" {
+			v.Silent = append(v.Silent, p)
+		}
+	}
+	v.Peers = len(cl.Peers) - len(v.Silent)
 
-	// Which Sentinels monitor what, from Consul tags and this agent's views.
-	routes := map[string][]Route{}
+	v.EventsTotal = len(snap.Events)
+	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < MaxEvents; i-- {
+		v.Events = append(v.Events, snap.Events[i])
+	}
+	return v
+}
+
+// routes are the proxy servers this agent drives, by master name.
+func routes(snap status.Snapshot) map[string][]Route {
+	out := map[string][]Route{}
 	for _, p := range snap.Proxies {
 		for _, pool := range p.Pools {
 			for _, srv := range pool.Servers {
-				routes[srv.Name] = append(routes[srv.Name], Route{
+				out[srv.Name] = append(out[srv.Name], Route{
 					Kind: status.ProxyTwemproxy, Proxy: p.Name, Pool: pool.Name, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
 				})
 			}
@@ -138,11 +169,18 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 	}
 	for _, h := range snap.HAProxy {
 		for _, srv := range h.Servers {
-			routes[srv.MasterName] = append(routes[srv.MasterName], Route{
+			out[srv.MasterName] = append(out[srv.MasterName], Route{
 				Kind: status.ProxyHAProxy, Proxy: h.Name, Pool: srv.Backend + "/" + srv.Server, Addr: srv.Addr, Want: srv.Want, Matches: srv.Matches,
 			})
 		}
 	}
+	return out
+}
+
+// shards is one row per shard of the cluster: its master, the Sentinels
+// that monitor it, this agent's routes to it and its failovers.
+func shards(snap status.Snapshot, cl status.Cluster) []Shard {
+	rs := routes(snap)
 	failCount := map[string]int{}
 	lastFail := map[string]time.Time{}
 	for _, f := range snap.Failovers {
@@ -151,9 +189,9 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 			lastFail[f.Master] = f.At
 		}
 	}
-
+	var out []Shard
 	for _, sh := range cl.Shards {
-		sv := Shard{Shard: sh, Routes: routes[sh.Name], Failovers: failCount[sh.Name], LastFailAt: lastFail[sh.Name]}
+		sv := Shard{Shard: sh, Routes: rs[sh.Name], Failovers: failCount[sh.Name], LastFailAt: lastFail[sh.Name]}
 		switch {
 		case len(sh.Masters) > 0:
 			m := sh.Masters[0]
@@ -167,42 +205,33 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 			sv.AgreeOK = t.Agree == t.Total
 		}
 		for _, cs := range cl.Sentinels {
-			if !monitors(cs, sh.Name) {
-				continue
+			if monitors(cs, sh.Name) {
+				sv.Sentinels = append(sv.Sentinels, chip(cs, sh))
 			}
-			sv.Sentinels = append(sv.Sentinels, chip(cs, sh))
 		}
-		switch sv.Verdict {
-		case status.VerdictOK:
-			v.Summary.OK++
-		case status.VerdictSplitBrain:
-			v.Summary.SplitBrain++
-		case status.VerdictDown:
-			v.Summary.Down++
-		default:
-			v.Summary.Degraded++
-		}
-		v.Shards = append(v.Shards, sv)
+		out = append(out, sv)
 	}
-	v.Summary.Shards = len(v.Shards)
-	v.Summary.Verdict, v.Summary.Text = verdict(v.Summary, cl.Error)
+	return out
+}
 
-	local := map[string]struct {
+// proxies is one row per proxy pool or frontend in the cluster, with this
+// agent's own view of the ones it drives.
+func proxies(snap status.Snapshot, cl status.Cluster) []Proxy {
+	type localPool struct {
 		pool *status.Pool
 		proc *status.Proxy
-	}{}
+	}
+	local := map[string]localPool{}
 	for i := range snap.Proxies {
 		p := &snap.Proxies[i]
 		for j := range p.Pools {
 			if id := p.Pools[j].ServiceID; id != "" {
-				local[id] = struct {
-					pool *status.Pool
-					proc *status.Proxy
-				}{&p.Pools[j], p}
+				local[id] = localPool{&p.Pools[j], p}
 			}
 		}
 	}
 	frontends := localFrontends(snap.HAProxy)
+	var out []Proxy
 	for _, cp := range cl.Proxies {
 		pv := Proxy{ClusterProxy: cp}
 		if cp.Kind == status.ProxyHAProxy {
@@ -214,30 +243,25 @@ func Build(snap status.Snapshot, cl status.Cluster, now time.Time, refresh time.
 			pv.Local, pv.Process = l.pool, l.proc
 			pv.Follow = follow(l.pool.Servers)
 		}
-		v.Proxies = append(v.Proxies, pv)
+		out = append(out, pv)
 	}
+	return out
+}
 
+// timeline is the failovers, newest first: the cluster's stories when the
+// peers answered, else what this agent saw.
+func timeline(snap status.Snapshot, cl status.Cluster) []Failover {
+	var out []Failover
 	if len(cl.Failovers) > 0 {
 		for i := len(cl.Failovers) - 1; i >= 0; i-- {
-			v.Timeline = append(v.Timeline, story(cl.Failovers[i]))
+			out = append(out, story(cl.Failovers[i]))
 		}
-	} else {
-		for i := len(snap.Failovers) - 1; i >= 0; i-- {
-			v.Timeline = append(v.Timeline, timed(Failover{Failover: snap.Failovers[i]}))
-		}
+		return out
 	}
-	for _, p := range cl.Peers {
-		if p.Error != "" {
-			v.Silent = append(v.Silent, p)
-		}
+	for i := len(snap.Failovers) - 1; i >= 0; i-- {
+		out = append(out, timed(Failover{Failover: snap.Failovers[i]}))
 	}
-	v.Peers = len(cl.Peers) - len(v.Silent)
-
-	v.EventsTotal = len(snap.Events)
-	for i := len(snap.Events) - 1; i >= 0 && len(v.Events) < MaxEvents; i-- {
-		v.Events = append(v.Events, snap.Events[i])
-	}
-	return v
+	return out
 }
 
 // timed fills the reaction times from the failover's own times.
