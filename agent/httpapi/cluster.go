@@ -60,33 +60,7 @@ func BuildCluster(redis, sentinels, proxies []consulhealth.Instance, truth []sta
 		}
 	}
 
-	views := map[string]status.Sentinel{}
-	for _, v := range sentinelViews {
-		views[addr.Normalize(v.Address)] = v
-	}
-	seen := map[string]bool{}
-	for _, e := range sentinels {
-		cs := status.ClusterSentinel{ClusterNode: clusterNode(e)}
-		key := addr.Normalize(cs.Addr)
-		if v, ok := views[key]; ok && !seen[key] {
-			applyView(&cs, v, truthBy)
-		}
-		seen[key] = true
-		c.Sentinels = append(c.Sentinels, cs)
-	}
-	for _, v := range sentinelViews {
-		key := addr.Normalize(v.Address)
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		cs := status.ClusterSentinel{ClusterNode: status.ClusterNode{
-			Addr: v.Address, Output: "not registered in Consul", Tags: []string{},
-		}}
-		applyView(&cs, v, truthBy)
-		c.Sentinels = append(c.Sentinels, cs)
-	}
-
+	c.Sentinels = clusterSentinels(sentinels, sentinelViews, truthBy)
 	for _, e := range proxies {
 		p := status.ClusterProxy{ClusterNode: clusterNode(e), Kind: status.ProxyTwemproxy, Proxy: e.Meta[consulname.MetaProxy]}
 		p.Pool = e.Meta[consulname.MetaPool]
@@ -115,6 +89,40 @@ func BuildCluster(redis, sentinels, proxies []consulhealth.Instance, truth []sta
 	sort.SliceStable(c.Sentinels, func(i, j int) bool { return addrLess(c.Sentinels[i].Addr, c.Sentinels[j].Addr) })
 	sortProxies(c.Proxies)
 	return c
+}
+
+// clusterSentinels lists the Sentinels registered in Consul, with what this
+// agent's links to them say, and then those it links to that Consul does
+// not list.
+func clusterSentinels(sentinels []consulhealth.Instance, sentinelViews []status.Sentinel, truthBy map[string]status.Master) []status.ClusterSentinel {
+	out := []status.ClusterSentinel{}
+	views := map[string]status.Sentinel{}
+	for _, v := range sentinelViews {
+		views[addr.Normalize(v.Address)] = v
+	}
+	seen := map[string]bool{}
+	for _, e := range sentinels {
+		cs := status.ClusterSentinel{ClusterNode: clusterNode(e)}
+		key := addr.Normalize(cs.Addr)
+		if v, ok := views[key]; ok && !seen[key] {
+			applyView(&cs, v, truthBy)
+		}
+		seen[key] = true
+		out = append(out, cs)
+	}
+	for _, v := range sentinelViews {
+		key := addr.Normalize(v.Address)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		cs := status.ClusterSentinel{ClusterNode: status.ClusterNode{
+			Addr: v.Address, Output: "not registered in Consul", Tags: []string{},
+		}}
+		applyView(&cs, v, truthBy)
+		out = append(out, cs)
+	}
+	return out
 }
 
 // applyView copies what this agent knows of a Sentinel onto its cluster entry.
