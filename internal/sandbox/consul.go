@@ -84,13 +84,36 @@ func (c *Cluster) StartConsul(opts ConsulOptions) (*Consul, error) {
 	if err := os.MkdirAll(k.dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
+	cfg, err := k.config(opts, dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("start %s: config: %w", name, err)
+	}
+	conf := filepath.Join(dir, "consul.json")
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	k.Process, err = c.Start(ProcessSpec{
+		Name: name, Argv: []string{"consul", "agent", "-config-file", conf}, IP: ip,
+		Ports: ports[:], UDPPorts: []int{k.DNSPort, k.SerfLANPort, k.SerfWANPort},
+		Ready: k.ready,
+	})
+	return k, err
+}
+
+// config is the Consul agent configuration of k for opts; with HTTPS it
+// makes k's CA and certificate in dir.
+func (k *Consul) config(opts ConsulOptions, dir, name string) (map[string]any, error) {
 	if opts.LogLevel == "" {
 		opts.LogLevel = "info"
 	}
 	gossip := map[string]any{"gossip_interval": "100ms", "probe_interval": "100ms", "probe_timeout": "100ms", "suspicion_mult": 3}
 	cfg := map[string]any{
 		"node_name": name, "datacenter": "dc1", "server": true, "bootstrap_expect": 1,
-		"data_dir": k.dataDir, "bind_addr": ip, "client_addr": ip, "advertise_addr": ip,
+		"data_dir": k.dataDir, "bind_addr": k.ip, "client_addr": k.ip, "advertise_addr": k.ip,
 		"ports": map[string]int{
 			"http": k.HTTPPort, "dns": k.DNSPort, "serf_lan": k.SerfLANPort, "serf_wan": k.SerfWANPort,
 			"server": k.ServerPort, "grpc": -1, "grpc_tls": -1, "https": -1,
@@ -109,12 +132,13 @@ func (c *Cluster) StartConsul(opts ConsulOptions) (*Consul, error) {
 		"performance": map[string]any{"raft_multiplier": 1},
 	}
 	if opts.HTTPS {
+		var err error
 		if k.CA, err = NewCA(dir, name); err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
+			return nil, err
 		}
-		certFile, keyFile, err := k.CA.Issue(name+"-server", []string{ip}, "server.dc1.consul", "localhost")
+		certFile, keyFile, err := k.CA.Issue(name+"-server", []string{k.ip}, "server.dc1.consul", "localhost")
 		if err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
+			return nil, err
 		}
 		ports := cfg["ports"].(map[string]int)
 		ports["http"], ports["https"] = -1, k.HTTPPort
@@ -133,20 +157,7 @@ func (c *Cluster) StartConsul(opts ConsulOptions) (*Consul, error) {
 	for key, v := range opts.Extra {
 		cfg[key] = v
 	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("start %s: config: %w", name, err)
-	}
-	conf := filepath.Join(dir, "consul.json")
-	if err := os.WriteFile(conf, b, 0o600); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	k.Process, err = c.Start(ProcessSpec{
-		Name: name, Argv: []string{"consul", "agent", "-config-file", conf}, IP: ip,
-		Ports: ports[:], UDPPorts: []int{k.DNSPort, k.SerfLANPort, k.SerfWANPort},
-		Ready: k.ready,
-	})
-	return k, err
+	return cfg, nil
 }
 
 func (k *Consul) ready(ctx context.Context) error {
