@@ -127,22 +127,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	for {
-		now := time.Now()
-		if !s.inFlight && (s.dirty || s.force) {
-			if at := s.runAt(); at.After(now) {
-				timer.Reset(at.Sub(now))
-			} else {
-				timer.Stop()
-				why := ""
-				if s.force {
-					why = s.why
-				}
-				s.inFlight, s.dirty, s.force = true, false, false
-				s.quietUntil, s.deadline = time.Time{}, time.Time{}
-				r.gen.Add(1)
-				childExit = nil
-				go func() { runDone <- r.pipeline(ctx, why) }()
-			}
+		if r.startRun(ctx, s, timer, runDone) {
+			childExit = nil
 		}
 		r.setPending(s.dirty || s.force)
 
@@ -187,6 +173,29 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// startRun starts the pipeline when a run is due and none is in flight, or
+// sets timer for when one is due; it reports whether it started one.
+func (r *Runner) startRun(ctx context.Context, s *loop, timer *time.Timer, done chan<- runResult) bool {
+	if s.inFlight || !(s.dirty || s.force) {
+		return false
+	}
+	now := time.Now()
+	if at := s.runAt(); at.After(now) {
+		timer.Reset(at.Sub(now))
+		return false
+	}
+	timer.Stop()
+	why := ""
+	if s.force {
+		why = s.why
+	}
+	s.inFlight, s.dirty, s.force = true, false, false
+	s.quietUntil, s.deadline = time.Time{}, time.Time{}
+	r.gen.Add(1)
+	go func() { done <- r.pipeline(ctx, why) }()
+	return true
 }
 
 // startState is the loop's state at start: the temp files of an
