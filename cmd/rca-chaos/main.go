@@ -15,12 +15,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/chaos"
 )
 
+// quietRedis drops go-redis's own log lines (a dial that failed five
+// times): the campaign kills Redis on purpose, and its checks say what
+// that cost.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
 func main() {
+	redis.SetLogger(quietRedis{})
 	app := &cli.App{
 		Name:  "rca-chaos",
 		Usage: "inject random faults into a real stack for a while and check that the agent's invariants hold",
