@@ -82,6 +82,20 @@ func (f *fakeRegistry) state() (Service, Health) {
 	return f.last, f.lastH
 }
 
+// runInstance runs inst until the test ends.
+func runInstance(t *testing.T, inst *Instance) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- inst.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
 func TestInstanceFollowsTheTruth(t *testing.T) {
 	node := newFakeNode(t)
 	node.setRole("master", int64(7), []any{})
@@ -98,15 +112,7 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- inst.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}()
+	runInstance(t, inst)
 	wait := func(what string, cond func(Service, Health) bool) {
 		t.Helper()
 		deadline := time.Now().Add(3 * time.Second)
@@ -413,15 +419,7 @@ func TestInstanceHandoffWithoutConsul(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- inst.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}()
+	runInstance(t, inst)
 	// Three times the limit, with no tick: the handoff retries on its own.
 	deadline := time.Now().Add(900 * time.Millisecond)
 	for time.Now().Before(deadline) {

@@ -66,6 +66,22 @@ func agentConfig(consul *sandbox.Consul, shard *sandbox.Shard, redis *sandbox.Re
 	}
 }
 
+// consulStack starts the test's cluster and a single Consul server, and
+// returns them with a client of that server.
+func consulStack(t *testing.T) (*sandbox.Cluster, *sandbox.Consul, *api.Client) {
+	t.Helper()
+	c := harness.ForTest(t, sandbox.Options{})
+	consul, err := c.StartConsul(sandbox.ConsulOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := consul.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, consul, client
+}
+
 func healthOf(t *testing.T, client *api.Client, service, id string) string {
 	t.Helper()
 	entries, _, err := client.Health().Service(service, "", false, nil)
@@ -90,15 +106,7 @@ func TestAgentStopAndKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, client := consulStack(t)
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -143,9 +143,7 @@ func consulBackOnce(ctx context.Context, t *testing.T, c *sandbox.Cluster, shard
 	}
 
 	s := &sampler{probe: oldMasterProbe(server, sc, old)}
-	sctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { s.run(sctx) })
+	stop := s.start(ctx)
 	restarted := time.Now()
 	if err := mc.Restart(wipe); err != nil {
 		stop()
@@ -169,12 +167,7 @@ func consulBackOnce(ctx context.Context, t *testing.T, c *sandbox.Cluster, shard
 	})
 	rcancel()
 	replicaAt := time.Since(restarted)
-	select { // an observation window after the condition, not a wait for one
-	case <-ctx.Done():
-	case <-time.After(time.Second):
-	}
-	stop()
-	wg.Wait()
+	s.finish(ctx, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +245,7 @@ func roleIs(ctx context.Context, a *sandbox.Agent, role string) error {
 // the last bad one.
 type sampler struct {
 	probe func(ctx context.Context) (bad, ok bool)
+	stop  func()
 
 	mu          sync.Mutex
 	first, last time.Time
@@ -283,6 +277,25 @@ func (s *sampler) run(ctx context.Context) {
 		}
 		t.Stop()
 	}
+}
+
+// start runs the sampler until the returned stop (or finish) is called.
+func (s *sampler) start(ctx context.Context) (stop func()) {
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(sctx) }()
+	s.stop = func() { cancel(); <-done }
+	return s.stop
+}
+
+// finish samples for window more (an observation window after the
+// condition the test waited for, not a wait for one) and stops.
+func (s *sampler) finish(ctx context.Context, window time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(window):
+	}
+	s.stop()
 }
 
 func (s *sampler) result() (first, last time.Time, bad, total int) {

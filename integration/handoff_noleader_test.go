@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -116,9 +115,7 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	t.Logf("with no Consul leader, the new master's agent %s", decided)
 
 	s := &sampler{probe: bothProbe(clients[next.Addr()], "noleader-master.redis.service.consul", old.IP(), next.IP())}
-	sctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { s.run(sctx) })
+	stop := s.start(ctx)
 	back := time.Now()
 	if err := server.Restart(false); err != nil {
 		stop()
@@ -137,12 +134,7 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	})
 	rcancel()
 	alone := time.Since(back)
-	select { // an observation window after the condition, not a wait for one
-	case <-ctx.Done():
-	case <-time.After(time.Second):
-	}
-	stop()
-	wg.Wait()
+	s.finish(ctx, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -27,15 +26,7 @@ func TestHandoffWaitsForLiveOldMaster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, admin := consulStack(t)
 	// The shard is named as the start-up test's, whose steady-state check
 	// this test shares.
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "startup", Replicas: 2, FailoverTimeout: 5 * time.Second})

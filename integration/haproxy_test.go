@@ -84,15 +84,7 @@ func hxSetup(t *testing.T) *hxEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	t.Cleanup(cancel)
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, client := consulStack(t)
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "mymaster", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -43,15 +42,7 @@ func TestSentinelHostnames(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, admin := consulStack(t)
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "hname", Replicas: 1, Hosts: hosts})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -39,15 +38,7 @@ func TestStartBesideReturningOldMaster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, admin := consulStack(t)
 	shard, err := c.StartShard(sandbox.ShardOptions{Name: "startup", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)

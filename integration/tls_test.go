@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -29,15 +28,7 @@ func TestTLS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := harness.ForTest(t, sandbox.Options{})
-	consul, err := c.StartConsul(sandbox.ConsulOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := consul.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, consul, admin := consulStack(t)
 	ca, err := sandbox.NewCA(t.TempDir(), "redis")
 	if err != nil {
 		t.Fatal(err)
