@@ -36,6 +36,22 @@ type confirmResult struct {
 // that address (the same switch seen from another Sentinel).
 func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 	name, to := e.MasterName, e.MasterAddr
+	if fo := m.failovers[name]; fo != nil && addr.Same(fo.old, to) {
+		// A switch to the very node the running failover is moving away
+		// from is not its outcome: it is a late announcement of an older
+		// failover (a leader that finished by timeout), and its ROLE check
+		// may well pass, as that node can have come back a master. Found
+		// by TestStartBesideReturningOldMaster: such a switch gave the
+		// master tag to the old master that had just restarted. The
+		// Sentinels' majority decides.
+		m.log.Warn("ignoring +switch-master to the master a newer failover is replacing", "master_name", name,
+			"to", to, "epoch", fo.epoch, "sentinel", msg.from)
+		m.opts.Journal.Add(telemetry.Event{
+			Kind: telemetry.KindTruth, Type: "switch-stale", Subject: name, Level: "warn",
+			Detail: fmt.Sprintf("%s announced %s, the master failover epoch %d is replacing", msg.from, to, fo.epoch),
+		})
+		return
+	}
 	if fo := m.failovers[name]; fo != nil {
 		if fo.promoted && !addr.Same(fo.selected, to) {
 			m.undoPromotion(name, "+switch-master names "+to)
