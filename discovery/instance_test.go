@@ -159,16 +159,27 @@ func TestInstanceFollowsTheTruth(t *testing.T) {
 	wait("master again", func(s Service, h Health) bool {
 		return slices.Contains(s.Tags, "master") && h.Status == api.HealthPassing
 	})
-	fs := journal.Failovers()
-	if len(fs) != 1 || fs[0].ConsulAt.IsZero() {
-		t.Fatalf("failover not marked applied: %+v", fs)
+	// The journal and the reaction metric are written just after the
+	// registry update the wait above saw: wait for them too.
+	reactions := func() uint64 {
+		var m dto.Metric
+		if err := metrics.Reaction.WithLabelValues("consul").(prometheus.Histogram).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
 	}
-	var m dto.Metric
-	if err := metrics.Reaction.WithLabelValues("consul").(prometheus.Histogram).Write(&m); err != nil {
-		t.Fatal(err)
+	var fs []telemetry.Failover
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(time.Millisecond) {
+		fs = journal.Failovers()
+		if len(fs) == 1 && !fs[0].ConsulAt.IsZero() && reactions() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("failover not marked applied: %+v, reaction observed %d times", fs, reactions())
+		}
 	}
-	if m.GetHistogram().GetSampleCount() != 1 {
-		t.Fatalf("reaction observed %d times", m.GetHistogram().GetSampleCount())
+	if n := reactions(); n != 1 {
+		t.Fatalf("reaction observed %d times", n)
 	}
 	t.Logf("truth change → registry update in %s", fs[0].ConsulAt.Sub(at))
 
