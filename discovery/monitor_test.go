@@ -221,15 +221,20 @@ func TestMonitorStaleWithoutMajority(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("no notification for staleness")
 	}
-	up := 0
-	for _, s := range e.mon.Status() {
-		if s.LinkUp {
-			up++
+	// The links go down through their own messages to the Run loop, which
+	// may take a poll that saw the Sentinel gone first: wait for them.
+	e.waitFor("one link up", func() error {
+		up := 0
+		for _, s := range e.mon.Status() {
+			if s.LinkUp {
+				up++
+			}
 		}
-	}
-	if up != 1 {
-		t.Fatalf("%d links up, want 1: %+v", up, e.mon.Status())
-	}
+		if up != 1 {
+			return fmt.Errorf("%d links up, want 1: %+v", up, e.mon.Status())
+		}
+		return nil
+	})
 	e.sentinels[1].setDown(false)
 	e.sentinels[2].setDown(false)
 	e.waitTruth("fresh again", e.a.addr, SourceMajority)
@@ -249,6 +254,14 @@ func TestMonitorResyncsAfterMissedSwitch(t *testing.T) {
 		s.setDown(false)
 	}
 	e.waitTruth("the missed switch", e.b.addr, SourceMajority)
+	// The failover is counted just after the new truth is published: wait
+	// for the count, then check it is one.
+	e.waitFor("the failover counted", func() error {
+		if got := e.failovers(); got < 1 {
+			return fmt.Errorf("failovers = %v", got)
+		}
+		return nil
+	})
 	if got := e.failovers(); got != 1 {
 		t.Fatalf("failovers = %v", got)
 	}

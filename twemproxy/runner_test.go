@@ -247,8 +247,18 @@ func TestRunnerStormCoalesces(t *testing.T) {
 	waitFor(t, 5*time.Second, "pool passing", func() bool { return e.health("big").Status == consulreg.Passing })
 
 	start := time.Now()
+	// A pause of this loop longer than Wait.Settle (50ms by default) ends
+	// the burst by definition, which a loaded machine can cause: each one
+	// may cost a restart more.
+	const settle = 50 * time.Millisecond
+	splits, last := 0, start
 	for i := range n {
 		e.src.set(fmt.Sprintf("m%03d", i), fmt.Sprintf("127.0.0.1:%d", 20000+i))
+		now := time.Now()
+		if now.Sub(last) >= settle {
+			splits++
+		}
+		last = now
 		for time.Since(start) < time.Duration(i+1)*100*time.Millisecond/n {
 			time.Sleep(100 * time.Microsecond)
 		}
@@ -267,9 +277,15 @@ func TestRunnerStormCoalesces(t *testing.T) {
 		return true
 	})
 	applied := time.Since(start)
+	// The run restarts the proxy after it wrote the file: count the
+	// restarts once the proxy loaded the final file.
+	waitFor(t, 5*time.Second, "the proxy restarted on the final file", func() bool { return string(e.proxy.loadedConfig()) == e.read() })
 	restarts, _ := e.proxy.counts()
 	t.Logf("%d switches in %s: %d restarts, all applied after %s", n, storm.Round(time.Millisecond), restarts, applied.Round(time.Millisecond))
-	if restarts > 2 {
+	if splits > 0 {
+		t.Logf("the storm paused %d times for %s or more", splits, settle)
+	}
+	if restarts > 2+splits {
 		t.Errorf("%d restarts for one storm, want at most 2", restarts)
 	}
 	if applied > time.Second+storm {
@@ -342,8 +358,9 @@ func TestRunnerRejectedConfigKeepsTheOldFile(t *testing.T) {
 		o.RetryMin, o.RetryMax = time.Hour, time.Hour
 	})
 	e.start()
+	// The error is noted just after the failure is counted: wait for both.
 	waitFor(t, 5*time.Second, "the failed validation", func() bool {
-		return metricValue(e.metrics.ProxyPipelineFailures.WithLabelValues("main", "validate")) == 1
+		return metricValue(e.metrics.ProxyPipelineFailures.WithLabelValues("main", "validate")) == 1 && e.runner.Status().LastError != ""
 	})
 	if got := e.read(); got != orig {
 		t.Errorf("file changed:\n%s", got)
@@ -368,18 +385,21 @@ func TestRunnerRejectedConfigKeepsTheOldFile(t *testing.T) {
 func TestRunnerWaitMinHoldsTheFirstRun(t *testing.T) {
 	l1 := freeAddr(t)
 	orig := fmt.Sprintf("main:\n  listen: %s\n  redis: true\n  servers:\n   - 127.0.0.1:7001:1 a\n   - 127.0.0.1:7002:1 b\n", l1)
+	// The second change must come within Min of the first: Min leaves a
+	// 50ms sleep plenty of room to wake up late on a loaded machine.
+	const minWait, gap = 500 * time.Millisecond, 50 * time.Millisecond
 	e := newRunnerEnv(t, orig, map[string]string{"a": "127.0.0.1:7001", "b": "127.0.0.1:7002"}, func(o *Options) {
-		o.Wait = Wait{Min: 150 * time.Millisecond, Max: time.Second}
+		o.Wait = Wait{Min: minWait, Max: time.Second}
 	})
 	e.start()
 	waitFor(t, 5*time.Second, "passing", func() bool { return e.health("main").Status == consulreg.Passing })
 	start := time.Now()
 	e.src.set("a", "127.0.0.1:7101")
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(gap)
 	e.src.set("b", "127.0.0.1:7102")
 	waitFor(t, 5*time.Second, "the rewrite", func() bool { r, _ := e.proxy.counts(); return r >= 1 })
 	took := time.Since(start)
-	if took < 190*time.Millisecond {
+	if took < gap+minWait-10*time.Millisecond {
 		t.Errorf("ran after %s, before the quiet period ended", took)
 	}
 	time.Sleep(100 * time.Millisecond)
