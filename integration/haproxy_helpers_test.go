@@ -3,22 +3,18 @@ package integration
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
-// The helpers of haproxy_test.go: a writer that records acknowledged keys,
-// the counts on the final master, Sentinel failovers and replica links.
+// The helpers of haproxy_test.go: the counts on the final master, Sentinel
+// failovers and replica links (the writers are sandbox.AckWriter).
 
 // hxSet sends SET on a raw connection and returns the reply's first word
 // ("+OK", "-READONLY"), or "closed" once the connection is cut.
@@ -61,106 +57,6 @@ func hxFailover(ctx context.Context, t *testing.T, shard *sandbox.Shard, old str
 		t.Logf("SENTINEL FAILOVER attempt %d did not complete: %v", attempt, err)
 	}
 	return "", time.Time{}, err
-}
-
-// hxWriter loops unique SETs through one address and records the
-// acknowledged keys.
-type hxWriter struct {
-	name   string
-	client *redis.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
-
-	mu    sync.Mutex
-	acked []hxAck
-}
-
-type hxAck struct {
-	key string
-	at  time.Time
-}
-
-func hxStartWriter(name, address string) *hxWriter {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &hxWriter{
-		name: name, cancel: cancel, done: make(chan struct{}),
-		client: redis.NewClient(&redis.Options{
-			// A client that reconnects every 20ms or so, as pools and
-			// short-lived clients do: a new connection is where HAProxy
-			// picks a server, so that is where a wrong one shows.
-			Addr: address, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1, ConnMaxLifetime: 20 * time.Millisecond,
-			DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
-		}),
-	}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			key := fmt.Sprintf("hx:%s:%d", name, i)
-			if err := w.client.Set(ctx, key, i, 0).Err(); err == nil {
-				w.mu.Lock()
-				w.acked = append(w.acked, hxAck{key: key, at: time.Now()})
-				w.mu.Unlock()
-			}
-		}
-	}()
-	return w
-}
-
-func (w *hxWriter) stop() {
-	w.once.Do(func() {
-		w.cancel()
-		<-w.done
-		w.client.Close()
-	})
-}
-
-func (w *hxWriter) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.acked)
-}
-
-func (w *hxWriter) keys() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]string, len(w.acked))
-	for i, a := range w.acked {
-		out[i] = a.key
-	}
-	return out
-}
-
-func (w *hxWriter) waitAcked(ctx context.Context, n int) error {
-	return sandbox.Poll(ctx, fmt.Sprintf("%d writes acknowledged through %s", n, w.name), func(context.Context) error {
-		if c := w.count(); c < n {
-			return fmt.Errorf("%d acknowledged", c)
-		}
-		return nil
-	})
-}
-
-func (w *hxWriter) firstAckAfter(ctx context.Context, t time.Time) (hxAck, error) {
-	var first hxAck
-	err := sandbox.Poll(ctx, "a write acknowledged through "+w.name+" after "+t.Format("15:04:05.000"), func(context.Context) error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		for _, a := range w.acked {
-			if a.at.After(t) {
-				first = a
-				return nil
-			}
-		}
-		return errors.New("none yet")
-	})
-	return first, err
 }
 
 func hxExists(ctx context.Context, t *testing.T, address, key string) bool {

@@ -252,14 +252,14 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
 	old := e.shard.Master
-	driven := hxStartWriter("driven", e.hap.Frontends["redis-rw"])
-	ref := hxStartWriter("ref", e.hap.Frontends["redis-ref"])
-	defer driven.stop()
-	defer ref.stop()
-	if err := driven.waitAcked(ctx, 100); err != nil {
+	driven := sandbox.StartAckWriter("driven", e.hap.Frontends["redis-rw"])
+	ref := sandbox.StartAckWriter("ref", e.hap.Frontends["redis-ref"])
+	defer driven.Stop()
+	defer ref.Stop()
+	if err := driven.WaitAcked(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := ref.waitAcked(ctx, 100); err != nil {
+	if err := ref.WaitAcked(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
 	if err := old.Kill(); err != nil {
@@ -279,21 +279,22 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := driven.firstAckAfter(ctx, killed)
+	afterKill := func(a sandbox.Ack) bool { return a.At.After(killed) }
+	first, err := driven.FirstAck(ctx, "after the kill", afterKill)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hxExists(ctx, t, newAddr, first.key) {
-		t.Fatalf("the first write acknowledged through HAProxy after the kill (%s) is not on the new master %s", first.key, newAddr)
+	if !hxExists(ctx, t, newAddr, first.Key) {
+		t.Fatalf("the first write acknowledged through HAProxy after the kill (%s) is not on the new master %s", first.Key, newAddr)
 	}
-	refFirst, err := ref.firstAckAfter(ctx, killed)
+	refFirst, err := ref.FirstAck(ctx, "after the kill", afterKill)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.figures = append(e.figures,
 		fmt.Sprintf("kill -9 -> Sentinel majority names the new master: %s", promoted.Sub(killed).Round(time.Millisecond)),
 		fmt.Sprintf("kill -9 -> first write acknowledged on the new master: agent-driven %s, role-check reference %s",
-			first.at.Sub(killed).Round(time.Millisecond), refFirst.at.Sub(killed).Round(time.Millisecond)))
+			first.At.Sub(killed).Round(time.Millisecond), refFirst.At.Sub(killed).Round(time.Millisecond)))
 
 	// The old master returns as a master, with an empty dataset and no
 	// replicaof; Sentinel turns it into a replica after a few seconds.
@@ -306,21 +307,21 @@ func (e *hxEnv) testKillMaster(t *testing.T) {
 	}
 	converted := time.Now()
 	// Keep writing a moment after the conversion, then count.
-	if err := driven.waitAcked(ctx, driven.count()+50); err != nil {
+	if err := driven.WaitAcked(ctx, driven.Count()+50); err != nil {
 		t.Fatal(err)
 	}
-	driven.stop()
-	ref.stop()
+	driven.Stop()
+	ref.Stop()
 	final, err := e.shard.CurrentMaster(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lostDriven := hxMissing(ctx, t, final, driven.keys())
-	lostRef := hxMissing(ctx, t, final, ref.keys())
+	lostDriven := hxMissing(ctx, t, final, driven.Keys())
+	lostRef := hxMissing(ctx, t, final, ref.Keys())
 	e.figures = append(e.figures,
 		fmt.Sprintf("old master back as master for %s before Sentinel converted it", converted.Sub(returned).Round(time.Millisecond)),
 		fmt.Sprintf("acknowledged writes missing on the final master %s: agent-driven %d of %d, role-check reference %d of %d",
-			final, lostDriven, len(driven.keys()), lostRef, len(ref.keys())))
+			final, lostDriven, len(driven.Keys()), lostRef, len(ref.Keys())))
 	if lostDriven != 0 {
 		t.Errorf("%d writes acknowledged through the agent-driven HAProxy backend are missing on the final master %s", lostDriven, final)
 	}
@@ -474,9 +475,9 @@ func (e *hxEnv) testPlannedFailover(t *testing.T) {
 			}
 		}
 	}
-	driven := hxStartWriter("planned", e.hap.Frontends["redis-rw"])
-	defer driven.stop()
-	if err := driven.waitAcked(ctx, 100); err != nil {
+	driven := sandbox.StartAckWriter("planned", e.hap.Frontends["redis-rw"])
+	defer driven.Stop()
+	if err := driven.WaitAcked(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
 	_, started, err := hxFailover(ctx, t, e.shard, old)
@@ -493,15 +494,15 @@ func (e *hxEnv) testPlannedFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := driven.waitAcked(ctx, driven.count()+50); err != nil {
+	if err := driven.WaitAcked(ctx, driven.Count()+50); err != nil {
 		t.Fatal(err)
 	}
-	driven.stop()
-	lost := hxMissing(ctx, t, newAddr, driven.keys())
+	driven.Stop()
+	lost := hxMissing(ctx, t, newAddr, driven.Keys())
 	e.figures = append(e.figures,
 		fmt.Sprintf("SENTINEL FAILOVER -> HAProxy server moved: %s", moved.Sub(started).Round(time.Millisecond)),
 		fmt.Sprintf("SENTINEL FAILOVER: acknowledged writes missing on the new master: %d of %d (no planned-failover pause yet)",
-			lost, len(driven.keys())))
+			lost, len(driven.Keys())))
 	e.waitPassing(t, "after the planned failover")
 }
 

@@ -121,7 +121,7 @@ func (st *hxStack) nodes() []string {
 
 // hxClients are the four writers of one run.
 type hxClients struct {
-	driven, ref *hxWriter
+	driven, ref *sandbox.AckWriter
 	twem, dns   *writer
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -134,7 +134,7 @@ type hxClients struct {
 // again after every error, as a client that follows a master by name must.
 func (st *hxStack) startClients(ctx context.Context, tag string) *hxClients {
 	st.runs++
-	cl := &hxClients{driven: startHXWriter(st.hap.Frontends["driven"]), ref: startHXWriter(st.hap.Frontends["ref"])}
+	cl := &hxClients{driven: sandbox.StartAckWriter("driven", st.hap.Frontends["driven"]), ref: sandbox.StartAckWriter("ref", st.hap.Frontends["ref"])}
 	r := resolverFor(st.e.consul.DNSAddr())
 	cl.twem = newWriter(fmt.Sprintf("%s:twem:%d", tag, st.runs), time.Millisecond, func(context.Context) (string, error) { return st.pool, nil })
 	cl.dns = newWriter(fmt.Sprintf("%s:dns:%d", tag, st.runs), 5*time.Millisecond, func(ctx context.Context) (string, error) {
@@ -163,16 +163,16 @@ func (cl *hxClients) stop() {
 	cl.once.Do(func() {
 		cl.cancel()
 		cl.wg.Wait()
-		cl.driven.stop()
-		cl.ref.stop()
+		cl.driven.Stop()
+		cl.ref.Stop()
 	})
 }
 
 // writing waits until every client has writes acknowledged.
 func (cl *hxClients) writing(ctx context.Context) error {
 	return sandbox.Poll(ctx, "writes through HAProxy, twemproxy and DNS", func(context.Context) error {
-		if cl.driven.count() < 100 || cl.ref.count() < 100 || !cl.twem.recentOK(20*time.Millisecond) || !cl.dns.recentOK(50*time.Millisecond) {
-			return fmt.Errorf("acknowledged: %d driven, %d role check; twemproxy and DNS not both writing yet", cl.driven.count(), cl.ref.count())
+		if cl.driven.Count() < 100 || cl.ref.Count() < 100 || !cl.twem.recentOK(20*time.Millisecond) || !cl.dns.recentOK(50*time.Millisecond) {
+			return fmt.Errorf("acknowledged: %d driven, %d role check; twemproxy and DNS not both writing yet", cl.driven.Count(), cl.ref.Count())
 		}
 		return nil
 	})
@@ -190,7 +190,7 @@ func (st *hxStack) lost(ctx context.Context, cl *hxClients, final string) (hxLos
 	for _, w := range []struct {
 		keys []string
 		n    *int
-	}{{cl.driven.keys(), &l.driven}, {cl.ref.keys(), &l.ref}, {cl.twem.ackedKeys(), &l.twem}, {cl.dns.ackedKeys(), &l.dns}} {
+	}{{cl.driven.Keys(), &l.driven}, {cl.ref.Keys(), &l.ref}, {cl.twem.ackedKeys(), &l.twem}, {cl.dns.ackedKeys(), &l.dns}} {
 		l.acked += len(w.keys)
 		for i := 0; i < len(w.keys); i += 500 {
 			batch := w.keys[i:min(i+500, len(w.keys))]

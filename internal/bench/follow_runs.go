@@ -75,11 +75,11 @@ func (st *hxStack) kill(ctx context.Context, f *hxFigures, run int) error {
 		return err
 	}
 	deadAt := time.Now() // reaped: no write sent from now on reaches it
-	dDriven, err := cl.driven.firstAfter(ctx, killAt, deadAt)
+	dDriven, err := firstAfter(ctx, cl.driven, killAt, deadAt)
 	if err != nil {
 		return fmt.Errorf("agent-driven backend: %w", err)
 	}
-	dRef, err := cl.ref.firstAfter(ctx, killAt, deadAt)
+	dRef, err := firstAfter(ctx, cl.ref, killAt, deadAt)
 	if err != nil {
 		return fmt.Errorf("role-check backend: %w", err)
 	}
