@@ -35,7 +35,7 @@ func (a *Agent) startHAProxy(name string, h config.HAProxy, c *config.Config) (c
 	}
 	o := haproxy.Options{
 		Name: h.Name, Node: c.NodeName, RuntimeAPI: h.RuntimeAPI, Servers: HAProxyServers(h), Service: h.Service,
-		Truth: proxyTruth[haproxy.Master]{a.monitor}, Registry: a.registrar,
+		Truth: proxyTruth{a.monitor}, Registry: a.registrar,
 		Timeout: h.Timeout.D(), ReconcileInterval: h.Reconcile.D(),
 		Logger: a.opts.Logger, Metrics: a.haproxyMetrics, Journal: a.journal,
 	}

@@ -32,7 +32,7 @@ func (a *Agent) startProxy(name string, t config.Twemproxy, c *config.Config) (c
 		return component{}, fmt.Errorf("twemproxy %s: no Sentinels configured", name)
 	}
 	o := ProxyOptions(t, c)
-	o.Masters, o.Registry = proxyTruth[twemproxy.Master]{a.monitor}, a.registrar
+	o.Masters, o.Registry = proxyTruth{a.monitor}, a.registrar
 	o.Logger, o.Metrics, o.Journal = a.opts.Logger, a.metrics, a.journal
 	r, err := twemproxy.New(o)
 	if err != nil {

@@ -44,7 +44,7 @@ func Render(ctx context.Context, c *config.Config, logger hclog.Logger) ([]Rende
 	var out []RenderedProxy
 	for _, t := range c.Twemproxy {
 		o := ProxyOptions(t, c)
-		o.Masters = proxyTruth[twemproxy.Master]{a.monitor}
+		o.Masters = proxyTruth{a.monitor}
 		o.Logger, o.Metrics, o.Journal = logger, telemetry.Discard(), telemetry.NewJournal(10)
 		r, err := twemproxy.New(o)
 		if err != nil {

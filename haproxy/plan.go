@@ -6,31 +6,19 @@ import (
 	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/proxytruth"
 )
 
-// Truth is the Sentinel truth as the driver needs it: the current masters,
-// and a notification whenever they change. The agent adapts the discovery
+// Truth is the Sentinel truth the driver follows: the current masters, and
+// a notification whenever they change. The agent adapts the discovery
 // Monitor to it, as it does for twemproxy, so HAProxy follows the same truth
 // with the same split-brain rules as Consul.
-type Truth interface {
-	// Masters returns the truth by master name, including the last known
-	// address of names the Sentinels cannot confirm now (flagged Stale).
-	// The driver does not modify the map.
-	Masters() map[string]Master
-	// Subscribe returns a channel that receives (coalesced) whenever the
-	// truth changes, and a function that ends the subscription.
-	Subscribe() (<-chan struct{}, func())
-}
+type Truth = proxytruth.Source
 
-// Master is one master name's truth.
-type Master struct {
-	Addr  string    // host:port
-	Since time.Time // when the agent learnt this address; zero if unknown
-	// Stale marks a last known address the Sentinels could not confirm
-	// lately. The driver never moves a server to it: an old master that
-	// returns still claiming master must get no traffic.
-	Stale bool
-}
+// Master is one master name's truth. The driver never moves a server to a
+// Stale one: an old master that returns still claiming master must get no
+// traffic.
+type Master = proxytruth.Master
 
 // Server is one HAProxy server the driver keeps on a shard's master.
 type Server struct {

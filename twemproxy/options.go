@@ -13,21 +13,14 @@ import (
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulname"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/consulreg"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/proxytruth"
 	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
-// MasterSource is the Sentinel truth as the runner needs it: the current
+// MasterSource is the Sentinel truth the runner follows: the current
 // masters, and a notification whenever they change. The agent adapts the
 // discovery Monitor to it.
-type MasterSource interface {
-	// Masters returns the current truth by master name, including the
-	// last known address of names the Sentinels cannot confirm now
-	// (flagged Stale). The runner does not modify the map.
-	Masters() map[string]Master
-	// Subscribe returns a channel that receives (coalesced) whenever the
-	// truth changes, and a function that ends the subscription.
-	Subscribe() (<-chan struct{}, func())
-}
+type MasterSource = proxytruth.Source
 
 // Restart modes.
 const (

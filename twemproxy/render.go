@@ -11,24 +11,16 @@ import (
 	"sort"
 	"strings"
 	"text/template"
-	"time"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/proxytruth"
 )
 
-// Master is where the Sentinel truth says a master name lives. The agent
-// adapts the discovery package's view into this shape, so this package does
-// not depend on how the truth is established.
-type Master struct {
-	Addr  string    // host:port, IPv6 in brackets
-	Since time.Time // when the agent learnt this address; zero if unknown
-	// Stale marks a last known address that the Sentinels could not
-	// confirm lately (none reachable, no majority). The runner never acts
-	// on it: the file keeps what it has, and the pool's check warns. A
-	// source must still list stale masters rather than drop them, or a
-	// template would render a pool without that shard.
-	Stale bool
-}
+// Master is where the Sentinel truth says a master name lives, as both
+// proxy drivers take it; this package does not depend on how the truth is
+// established. The runner never acts on a Stale one: the file keeps what it
+// has, and the pool's check warns.
+type Master = proxytruth.Master
 
 // TemplateMaster is a master as a template sees it.
 type TemplateMaster struct {
