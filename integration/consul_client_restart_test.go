@@ -122,11 +122,7 @@ func consulBackOnce(ctx context.Context, t *testing.T, c *sandbox.Cluster, shard
 	if err := mc.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := sandbox.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return shard.Sentinels[0].Client().Failover(qctx, shard.Name).Err()
-	}); err != nil {
+	if err := shard.AskFailover(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)

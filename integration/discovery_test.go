@@ -973,11 +973,7 @@ func (e *discEnv) testPlannedFailover(t *testing.T) {
 	slow := e.agentOf(oldAddr).regLink
 	slow.Cut(true)
 	defer slow.Cut(false)
-	if err := sandbox.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return e.shard.Sentinels[0].Client().Failover(qctx, discMasterName).Err()
-	}); err != nil {
+	if err := e.shard.AskFailover(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -69,11 +69,7 @@ func TestHandoffWithoutConsulLeader(t *testing.T) {
 	if err := server.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := sandbox.Poll(ctx, "SENTINEL FAILOVER", func(ctx context.Context) error {
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return shard.Sentinels[0].Client().Failover(qctx, shard.Name).Err()
-	}); err != nil {
+	if err := shard.AskFailover(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)

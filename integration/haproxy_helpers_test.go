@@ -35,16 +35,10 @@ func hxSet(c net.Conn) string {
 // does not retry a requested one. It returns the new master and when the
 // successful attempt was asked for.
 func hxFailover(ctx context.Context, t *testing.T, shard *sandbox.Shard, old string) (string, time.Time, error) {
-	sc := shard.Sentinels[0].Client()
-	defer sc.Close()
 	var err error
 	for attempt := 1; attempt <= 4; attempt++ {
 		asked := time.Now()
-		if err = sandbox.Poll(ctx, "SENTINEL FAILOVER accepted", func(ctx context.Context) error {
-			qctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			return sc.Failover(qctx, shard.Name).Err()
-		}); err != nil {
+		if err = shard.AskFailover(ctx, 0); err != nil {
 			return "", time.Time{}, err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)

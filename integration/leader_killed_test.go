@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 )
 
@@ -50,18 +48,19 @@ func lkRun(t *testing.T, afterRole bool) {
 	if err := old.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	var lead lkLeader
+	var lead sentinelEvent
 	select {
 	case lead = <-leader:
 	case <-ctx.Done():
 		t.Fatal("no leader Sentinel published that it sent REPLICAOF NO ONE")
 	}
+	replica := strings.Fields(lead.msg.Payload)[1]
 	// Did REPLICAOF NO ONE reach the replica (before the leader died)?
 	promotedBy := func() bool {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		defer pcancel()
 		return sandbox.Poll(pctx, "the selected replica to take the master role", func(ctx context.Context) error {
-			if r, err := e.shard.Node(lead.replica).Role(ctx); err != nil || r != "master" {
+			if r, err := e.shard.Node(replica).Role(ctx); err != nil || r != "master" {
 				return fmt.Errorf("role %q (%v)", r, err)
 			}
 			return nil
@@ -70,7 +69,7 @@ func lkRun(t *testing.T, afterRole bool) {
 	promoted := false
 	if afterRole {
 		if promoted = promotedBy(); !promoted {
-			t.Fatalf("the selected replica %s did not answer ROLE master within 1s of %s", lead.replica, lead.event)
+			t.Fatalf("the selected replica %s did not answer ROLE master within 1s of %s", replica, lead.msg.Channel)
 		}
 	}
 	if err := lead.s.Kill(); err != nil {
@@ -82,7 +81,7 @@ func lkRun(t *testing.T, afterRole bool) {
 		promoted = promotedBy()
 	}
 	t.Logf("kill -9 of %s; leader %s published %s (replica %s) after %s and was SIGKILLed %s later; the replica took the master role within 1s: %v",
-		old.Addr(), lead.s.Addr(), lead.event, lead.replica, lead.at.Sub(killed).Round(time.Millisecond), sigkilled.Sub(lead.at).Round(time.Millisecond), promoted)
+		old.Addr(), lead.s.Addr(), lead.msg.Channel, replica, lead.at.Sub(killed).Round(time.Millisecond), sigkilled.Sub(lead.at).Round(time.Millisecond), promoted)
 
 	// Where the remaining Sentinels end: both name the same new master, and
 	// then DNS and the proxy's file name it too.
@@ -118,43 +117,13 @@ func lkRun(t *testing.T, afterRole bool) {
 	}
 }
 
-// lkLeader is the Sentinel that published it sent REPLICAOF NO ONE.
-type lkLeader struct {
-	s       *sandbox.Sentinel
-	ps      *redis.PubSub // the test's subscription to it
-	event   string
-	replica string // the replica it promotes
-	at      time.Time
-}
-
-// lkLeaderSentOneNoOne subscribes on every Sentinel of shard and sends the
-// first Sentinel that publishes +failover-state-send-slaveof-noone or
-// +failover-state-wait-promotion: only the leader does, on its own link.
-func lkLeaderSentOneNoOne(ctx context.Context, t *testing.T, shard *sandbox.Shard) <-chan lkLeader {
-	t.Helper()
-	out := make(chan lkLeader, 1)
-	var once sync.Once
-	for _, s := range shard.Sentinels {
-		cl := redis.NewClient(&redis.Options{Addr: s.Addr(), Protocol: 2, DisableIdentity: true})
-		t.Cleanup(func() { cl.Close() })
-		ps := cl.Subscribe(ctx, "+failover-state-send-slaveof-noone", "+failover-state-wait-promotion")
-		if _, err := ps.Receive(ctx); err != nil {
-			t.Fatalf("subscribe to %s: %v", s.Addr(), err)
-		}
-		t.Cleanup(func() { ps.Close() })
-		go func(s *sandbox.Sentinel, ps *redis.PubSub) {
-			for m := range ps.Channel() {
-				at := time.Now()
-				// "slave <ip:port> <ip> <port> @ <name> <ip> <port>"
-				f := strings.Fields(m.Payload)
-				if len(f) < 2 {
-					continue
-				}
-				once.Do(func() { out <- lkLeader{s: s, ps: ps, event: m.Channel, replica: f[1], at: at} })
-			}
-		}(s, ps)
-	}
-	return out
+// lkLeaderSentOneNoOne sends the first Sentinel of shard that publishes
+// +failover-state-send-slaveof-noone or +failover-state-wait-promotion: only
+// the leader does, on its own link. The event's payload is "slave <ip:port>
+// <ip> <port> @ <name> <ip> <port>": the replica it promotes.
+func lkLeaderSentOneNoOne(ctx context.Context, t *testing.T, shard *sandbox.Shard) <-chan sentinelEvent {
+	return firstSentinelEvent(ctx, t, shard, func(ev sentinelEvent) bool { return len(strings.Fields(ev.msg.Payload)) >= 2 },
+		"+failover-state-send-slaveof-noone", "+failover-state-wait-promotion")
 }
 
 // story is the readings' changes as offsets from t0, for the log.

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/discovery"
 	"github.com/seed42ef8afe/redis-consul-agent/integration/harness"
@@ -71,39 +69,17 @@ func TestMonitorPromotionBeforeAnnouncement(t *testing.T) {
 
 	// The test's own subscriber: at the first +switch-master of any
 	// Sentinel, what does the Monitor say?
-	type seen struct {
-		from  string
-		at    time.Time
-		truth discovery.Master
-	}
-	first := make(chan seen, 1)
-	var once sync.Once
-	var subs []*redis.PubSub
-	for _, s := range shard.Sentinels {
-		cl := redis.NewClient(&redis.Options{Addr: s.Addr(), Protocol: 2, DisableIdentity: true})
-		defer cl.Close()
-		ps := cl.Subscribe(ctx, "+switch-master")
-		if _, err := ps.Receive(ctx); err != nil {
-			t.Fatalf("subscribe to %s: %v", s.Addr(), err)
-		}
-		subs = append(subs, ps)
-		go func(from string, ch <-chan *redis.Message) {
-			for range ch {
-				once.Do(func() { first <- seen{from: from, at: time.Now(), truth: mon.Masters()[shard.Name]} })
-			}
-		}(s.Addr(), ps.Channel())
-	}
-	defer func() {
-		for _, ps := range subs {
-			_ = ps.Close()
-		}
-	}()
+	var truth discovery.Master
+	first := firstSentinelEvent(ctx, t, shard, func(sentinelEvent) bool {
+		truth = mon.Masters()[shard.Name]
+		return true
+	}, "+switch-master")
 
 	killed := time.Now()
 	if err := shard.Master.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	var got seen
+	var got sentinelEvent
 	select {
 	case got = <-first:
 	case <-ctx.Done():
@@ -113,12 +89,12 @@ func TestMonitorPromotionBeforeAnnouncement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.truth.Addr != newAddr || got.truth.Source != discovery.SourcePromotion {
+	if truth.Addr != newAddr || truth.Source != discovery.SourcePromotion {
 		t.Fatalf("at the first +switch-master (from %s) the Monitor said %s (%s), want %s (%s)",
-			got.from, got.truth.Addr, got.truth.Source, newAddr, discovery.SourcePromotion)
+			got.s.Addr(), truth.Addr, truth.Source, newAddr, discovery.SourcePromotion)
 	}
 	t.Logf("kill -9 → promotion applied %s; → first +switch-master (from %s) %s",
-		got.truth.Since.Sub(killed).Round(time.Millisecond), got.from, got.at.Sub(killed).Round(time.Millisecond))
+		truth.Since.Sub(killed).Round(time.Millisecond), got.s.Addr(), got.at.Sub(killed).Round(time.Millisecond))
 	if err := sandbox.Poll(ctx, "the majority to take over", func(context.Context) error {
 		return wantTruth(mon, shard.Name, newAddr, discovery.SourceMajority)
 	}); err != nil {

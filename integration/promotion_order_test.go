@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/seed42ef8afe/redis-consul-agent/internal/sandbox"
 	"github.com/seed42ef8afe/redis-consul-agent/twemproxy"
 )
@@ -95,7 +93,7 @@ func poRun(t *testing.T, actOn string) poOrder {
 	if err := old.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	var sw poSwitch
+	var sw sentinelEvent
 	select {
 	case sw = <-first:
 	case <-ctx.Done():
@@ -122,41 +120,17 @@ func poRun(t *testing.T, actOn string) poOrder {
 	o := poOrder{firstSwitch: sw.at, dns: dns.first(newIP), file: file.first(newAddr)}
 	t.Logf("act_on=%s: kill -9 → DNS only %s %s, config names it %s, first +switch-master (from %s) %s",
 		actOn, newAddr, o.dns.Sub(killed).Round(time.Millisecond), o.file.Sub(killed).Round(time.Millisecond),
-		sw.from, o.firstSwitch.Sub(killed).Round(time.Millisecond))
+		sw.s.Addr(), o.firstSwitch.Sub(killed).Round(time.Millisecond))
 	if actOn == "promotion" {
 		o.errs = poJournals(ctx, t, e, newAddr, o.firstSwitch, testConfLog)
 	}
 	return o
 }
 
-// poSwitch is the first +switch-master the test's subscriber received.
-type poSwitch struct {
-	from string
-	at   time.Time
-}
-
-// poFirstSwitch subscribes to +switch-master on every Sentinel of shard and
-// sends the first arrival of any of them.
-func poFirstSwitch(ctx context.Context, t *testing.T, shard *sandbox.Shard) <-chan poSwitch {
-	t.Helper()
-	first := make(chan poSwitch, 1)
-	var once sync.Once
-	for _, s := range shard.Sentinels {
-		cl := redis.NewClient(&redis.Options{Addr: s.Addr(), Protocol: 2, DisableIdentity: true})
-		t.Cleanup(func() { cl.Close() })
-		ps := cl.Subscribe(ctx, "+switch-master")
-		if _, err := ps.Receive(ctx); err != nil {
-			t.Fatalf("subscribe to %s: %v", s.Addr(), err)
-		}
-		t.Cleanup(func() { ps.Close() })
-		go func(from string, ch <-chan *redis.Message) {
-			for range ch {
-				at := time.Now()
-				once.Do(func() { first <- poSwitch{from: from, at: at} })
-			}
-		}(s.Addr(), ps.Channel())
-	}
-	return first
+// poFirstSwitch sends the first +switch-master any Sentinel of shard
+// publishes.
+func poFirstSwitch(ctx context.Context, t *testing.T, shard *sandbox.Shard) <-chan sentinelEvent {
+	return firstSentinelEvent(ctx, t, shard, func(sentinelEvent) bool { return true }, "+switch-master")
 }
 
 // poSamples is a time series of one reading: each change with its time.

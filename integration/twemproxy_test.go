@@ -674,7 +674,7 @@ func (e *twEnv) waitApplied(t *testing.T, p *twProxy) {
 func (e *twEnv) failoverAndWait(t *testing.T, shard *sandbox.Shard, oldAddr string) string {
 	t.Helper()
 	for attempt := range 3 {
-		if err := e.failover(e.ctx, shard, attempt%len(shard.Sentinels)); err != nil {
+		if err := shard.AskFailover(e.ctx, attempt%len(shard.Sentinels)); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
@@ -726,7 +726,7 @@ func (e *twEnv) testSentinelsPaused(t *testing.T) {
 	e.settle(t, shard)
 	oldAddr := e.truth("shard-b")
 	replica := e.replicaOf(t, shard, oldAddr)
-	if err := e.failover(ctx, shard, 0); err != nil {
+	if err := shard.AskFailover(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := sandbox.Poll(ctx, replica.Name()+" promoted", func(ctx context.Context) error {
@@ -848,16 +848,6 @@ func (e *twEnv) replicaOf(t *testing.T, shard *sandbox.Shard, master string) *sa
 	return nil
 }
 
-// failover asks Sentinel i for a failover of shard, retrying while it has no
-// good replica yet (one that came back a moment ago).
-func (e *twEnv) failover(ctx context.Context, shard *sandbox.Shard, i int) error {
-	return sandbox.Poll(ctx, "SENTINEL FAILOVER "+shard.Name, func(ctx context.Context) error {
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return shard.Sentinels[i].Client().Failover(qctx, shard.Name).Err()
-	})
-}
-
 // (3) both shards fail over at once: at most two restarts, final state right.
 func (e *twEnv) testBurst(t *testing.T) {
 	ctx := e.ctx
@@ -870,7 +860,7 @@ func (e *twEnv) testBurst(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, n := range []string{"shard-a", "shard-b"} {
-		wg.Go(func() { errs[i] = e.failover(ctx, e.shards[n], i) })
+		wg.Go(func() { errs[i] = e.shards[n].AskFailover(ctx, i) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

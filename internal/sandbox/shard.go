@@ -156,6 +156,19 @@ func (s *Shard) CurrentMaster(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no Sentinel majority for %s: votes %v, errors %v", s.Name, votes, errs)
 }
 
+// AskFailover asks Sentinel i for SENTINEL FAILOVER of the shard (a planned
+// failover), again while it refuses: it has no good replica yet, one that
+// came back a moment ago, or a failover is already running.
+func (s *Shard) AskFailover(ctx context.Context, i int) error {
+	c := s.Sentinels[i].Client()
+	defer c.Close()
+	return poll(ctx, "SENTINEL FAILOVER "+s.Name, func(ctx context.Context) error {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return c.Failover(qctx, s.Name).Err()
+	})
+}
+
 // WaitFailover waits until a Sentinel majority names a master other than
 // oldAddr and that node reports role master; it returns the new address.
 func (s *Shard) WaitFailover(ctx context.Context, oldAddr string) (string, error) {
