@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +30,10 @@ type confirmResult struct {
 	// promotion: the selected replica of failover epoch, not a +switch-master.
 	promotion bool
 	epoch     uint64
+
+	// stale says why the switch is older than a Sentinel's configuration
+	// (supersededBy); "" if it is not.
+	stale string
 }
 
 // handleSwitch starts confirming a +switch-master unless it says nothing
@@ -69,10 +74,16 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 	}
 	m.log.Info("+switch-master", "master_name", name, "from", e.OldMasterAddr, "to", to, "sentinel", msg.from)
 	m.pending[name] = pendingSwitch{addr: to, at: msg.at}
+	clients := m.sentinelClients()
 	m.goSend(func() {
+		var views map[string]masterInfo
+		var wg sync.WaitGroup
+		wg.Go(func() { views = m.sentinelConfigs(ctx, clients, name) })
 		err := m.confirmMaster(ctx, to, msg.at.Add(m.opts.ConfirmWindow))
+		wg.Wait()
+		res := confirmResult{name: name, old: e.OldMasterAddr, addr: to, at: msg.at, err: err, stale: supersededBy(views, msg.from, to)}
 		select {
-		case m.confirms <- confirmResult{name: name, old: e.OldMasterAddr, addr: to, at: msg.at, err: err}:
+		case m.confirms <- res:
 		case <-ctx.Done():
 		}
 	})
@@ -126,6 +137,15 @@ func (m *Monitor) applyConfirm(ctx context.Context, c confirmResult) {
 	// Confirmations can finish out of order: a switch older than one
 	// already applied, or than one still being confirmed, is history.
 	if c.at.Before(m.switched[c.name]) || (ok && c.at.Before(p.at)) {
+		return
+	}
+	if c.stale != "" {
+		m.log.Warn("ignoring +switch-master: a Sentinel holds a newer configuration", "master_name", c.name, "addr", c.addr, "why", c.stale)
+		m.opts.Journal.Add(telemetry.Event{
+			Kind: telemetry.KindTruth, Type: "switch-stale", Subject: c.name, Level: "warn",
+			Detail: c.stale,
+		})
+		m.requestPoll(ctx)
 		return
 	}
 	if c.err != nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // fakeNode is a tiny RESP2 server that plays a Sentinel (SENTINEL MASTERS,
-// MYID, GET-MASTER-ADDR-BY-NAME, SUBSCRIBE and publishing) or a Redis
+// MASTER, MYID, GET-MASTER-ADDR-BY-NAME, SUBSCRIBE and publishing) or a Redis
 // (ROLE), enough to unit-test the Monitor without real processes.
 type fakeNode struct {
 	t    *testing.T
@@ -31,6 +31,8 @@ type fakeNode struct {
 	// failoverTimeout, when set, is each master's failover-timeout in
 	// SENTINEL MASTERS (milliseconds).
 	failoverTimeout int
+	// epochs are the config-epoch of each master in SENTINEL MASTER(S).
+	epochs map[string]uint64
 }
 
 type fakeConn struct {
@@ -104,6 +106,26 @@ func (f *fakeNode) setMaster(name, addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.masters[name] = addr
+}
+
+// setEpoch sets the configuration epoch this Sentinel reports for name.
+func (f *fakeNode) setEpoch(name string, epoch uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.epochs == nil {
+		f.epochs = map[string]uint64{}
+	}
+	f.epochs[name] = epoch
+}
+
+// masterEntry is name's SENTINEL MASTER(S) entry. Caller holds f.mu.
+func (f *fakeNode) masterEntry(name, addr string) []any {
+	host, port, _ := net.SplitHostPort(addr)
+	m := []any{"name", name, "ip", host, "port", port, "flags", "master", "config-epoch", strconv.FormatUint(f.epochs[name], 10)}
+	if f.failoverTimeout > 0 {
+		m = append(m, "failover-timeout", strconv.Itoa(f.failoverTimeout))
+	}
+	return m
 }
 
 func (f *fakeNode) setInfo(lines ...string) {
@@ -231,14 +253,15 @@ func (f *fakeNode) reply(fc *fakeConn, args []string) []any {
 		f.calls["sentinel masters"]++
 		var out []any
 		for name, addr := range f.masters {
-			host, port, _ := net.SplitHostPort(addr)
-			m := []any{"name", name, "ip", host, "port", port, "flags", "master"}
-			if f.failoverTimeout > 0 {
-				m = append(m, "failover-timeout", strconv.Itoa(f.failoverTimeout))
-			}
-			out = append(out, m)
+			out = append(out, f.masterEntry(name, addr))
 		}
 		return []any{out}
+	case cmd == "sentinel" && sub == "master" && len(args) == 3:
+		addr, ok := f.masters[args[2]]
+		if !ok {
+			return []any{fakeErr("ERR No such master with that name")}
+		}
+		return []any{f.masterEntry(args[2], addr)}
 	case cmd == "sentinel" && sub == "myid":
 		return []any{f.id}
 	case cmd == "sentinel" && sub == "get-master-addr-by-name" && len(args) == 3:

@@ -24,6 +24,10 @@ type masterInfo struct {
 	Flags           []string
 	FailoverTimeout time.Duration // 0 if not reported
 	DownAfter       time.Duration // down-after-milliseconds, 0 if not reported
+	// ConfigEpoch is the epoch of the configuration this Sentinel holds
+	// (the failover that made Addr the master); the Sentinels themselves
+	// let the higher one win.
+	ConfigEpoch uint64
 }
 
 // sentinelMasters runs SENTINEL MASTERS and returns the masters by name.
@@ -44,19 +48,36 @@ func parseMasters(cmd *redis.Cmd) (map[string]masterInfo, error) {
 		if name == "" {
 			continue
 		}
-		mi := masterInfo{Flags: strings.Split(kv["flags"], ",")}
-		if ms, err := strconv.Atoi(kv["failover-timeout"]); err == nil && ms > 0 {
-			mi.FailoverTimeout = time.Duration(ms) * time.Millisecond
-		}
-		if ms, err := strconv.Atoi(kv["down-after-milliseconds"]); err == nil && ms > 0 {
-			mi.DownAfter = time.Duration(ms) * time.Millisecond
-		}
-		if a, err := addr.Join(kv["ip"], kv["port"]); err == nil {
-			mi.Addr = a
-		}
-		out[name] = mi
+		out[name] = masterFields(kv)
 	}
 	return out, nil
+}
+
+// sentinelMaster runs SENTINEL MASTER name: the one entry of that name.
+func sentinelMaster(ctx context.Context, c *redis.Client, name string) (masterInfo, error) {
+	v, err := c.Do(ctx, "sentinel", "master", name).Result()
+	if err != nil {
+		return masterInfo{}, fmt.Errorf("sentinel master %s: %w", name, err)
+	}
+	return masterFields(fieldMap(v)), nil
+}
+
+// masterFields reads one SENTINEL MASTERS entry.
+func masterFields(kv map[string]string) masterInfo {
+	mi := masterInfo{Flags: strings.Split(kv["flags"], ",")}
+	if ms, err := strconv.Atoi(kv["failover-timeout"]); err == nil && ms > 0 {
+		mi.FailoverTimeout = time.Duration(ms) * time.Millisecond
+	}
+	if ms, err := strconv.Atoi(kv["down-after-milliseconds"]); err == nil && ms > 0 {
+		mi.DownAfter = time.Duration(ms) * time.Millisecond
+	}
+	if e, err := strconv.ParseUint(kv["config-epoch"], 10, 64); err == nil {
+		mi.ConfigEpoch = e
+	}
+	if a, err := addr.Join(kv["ip"], kv["port"]); err == nil {
+		mi.Addr = a
+	}
+	return mi
 }
 
 // fieldMap turns a RESP2 flat key/value array (or a RESP3 map) into a map.
