@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -55,10 +56,16 @@ func (m *Monitor) sentinelConfigs(ctx context.Context, clients map[string]*redis
 		wg.Go(func() {
 			qctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 			defer cancel()
-			if mi, err := sentinelMaster(qctx, c, name); err == nil {
+			mi, err := sentinelMaster(qctx, c, name)
+			if err == nil {
 				mu.Lock()
 				out[a] = mi
 				mu.Unlock()
+				return
+			}
+			if strings.Contains(err.Error(), "NOPERM") && !m.configNoPerm.Swap(true) {
+				m.log.Warn("the Sentinel user may not run SENTINEL MASTER (grant +sentinel|master): a late +switch-master of an older failover is caught by the majority only",
+					"sentinel", a, "error", err)
 			}
 		})
 	}

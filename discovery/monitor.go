@@ -8,6 +8,7 @@ import (
 	"maps"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -137,6 +138,10 @@ type Monitor struct {
 	subMu   sync.Mutex
 	subs    map[int]chan struct{}
 	nextSub int
+
+	// configNoPerm is set once a Sentinel refused SENTINEL MASTER (the
+	// config-epoch check of epoch.go), so that it is warned about once.
+	configNoPerm atomic.Bool
 
 	// Owned by the Run loop.
 	wg          sync.WaitGroup

@@ -742,12 +742,12 @@ func TestConsulOverHTTPS(t *testing.T) {
 const secRedisACL = "-@all +role +info"
 
 // secSentinelACL is the least an agent's Sentinel ACL user needs: PING,
-// SENTINEL MASTERS / MYID / GET-MASTER-ADDR-BY-NAME and SUBSCRIBE to every
+// SENTINEL MASTERS / MASTER / MYID / GET-MASTER-ADDR-BY-NAME and SUBSCRIBE to every
 // channel the agent listens to (discovery.Channels; one SUBSCRIBE for all,
 // so a single missing channel fails them all).
 func secSentinelACL() string {
 	rules := []string{"resetchannels", "-@all", "+ping", "+subscribe",
-		"+sentinel|masters", "+sentinel|myid", "+sentinel|get-master-addr-by-name"}
+		"+sentinel|masters", "+sentinel|master", "+sentinel|myid", "+sentinel|get-master-addr-by-name"}
 	for _, ch := range discovery.Channels {
 		rules = append(rules, "&"+ch)
 	}
