@@ -72,6 +72,9 @@ func (m *Monitor) handleSwitch(ctx context.Context, e Event, msg sentinelMsg) {
 			return
 		}
 	}
+	if m.afterTimeout(ctx, name, to, msg) {
+		return
+	}
 	m.log.Info("+switch-master", "master_name", name, "from", e.OldMasterAddr, "to", to, "sentinel", msg.from)
 	m.pending[name] = pendingSwitch{addr: to, at: msg.at}
 	clients := m.sentinelClients()

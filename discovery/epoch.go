@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42ef8afe/redis-consul-agent/internal/addr"
+	"github.com/seed42ef8afe/redis-consul-agent/internal/telemetry"
 )
 
 // A +switch-master is one Sentinel's news, and it can be old news: the
@@ -81,4 +83,38 @@ func (m *Monitor) sentinelClients() map[string]*redis.Client {
 		out[a] = s.client
 	}
 	return out
+}
+
+// timedOutWindow is how soon after its +failover-end-for-timeout a
+// Sentinel's +switch-master counts as that failover's outcome (Sentinel
+// publishes the two in the same moment).
+const timedOutWindow = 2 * time.Second
+
+func timedOutKey(sentinel, name string) string { return addr.Normalize(sentinel) + "\x00" + name }
+
+// afterTimeout reports (and journals) a +switch-master that a Sentinel
+// announced as its failover ended by timeout, when it would change the
+// truth: that failover may be older than the configuration the other
+// Sentinels hold, and its leader may have adopted their newer epoch without
+// their address (Sentinel takes a newer epoch that names the master it has
+// without switching), so that the epochs cannot tell (found by
+// TestStartBesideReturningOldMaster in CI: the leader of epoch 5 announced
+// its old promotion at epoch 6). The switch is left to the majority, which
+// a poll asks at once. An agent that followed the failover already holds
+// its promotion, and the switch changes nothing there.
+func (m *Monitor) afterTimeout(ctx context.Context, name, to string, msg sentinelMsg) bool {
+	k := timedOutKey(msg.from, name)
+	at, ok := m.timedOut[k]
+	if !ok || msg.at.Sub(at) > timedOutWindow {
+		return false
+	}
+	delete(m.timedOut, k)
+	m.log.Warn("leaving +switch-master to the Sentinels' majority: its Sentinel announced it as its failover ended by timeout",
+		"master_name", name, "to", to, "sentinel", msg.from)
+	m.opts.Journal.Add(telemetry.Event{
+		Kind: telemetry.KindTruth, Type: "switch-stale", Subject: name, Level: "warn",
+		Detail: fmt.Sprintf("%s announced %s as its failover ended by timeout: left to the majority", msg.from, to),
+	})
+	m.requestPoll(ctx)
+	return true
 }

@@ -217,6 +217,26 @@ func TestMonitorIgnoresSwitchOlderThanTheConfig(t *testing.T) {
 			t.Fatalf("truth after a switch older than the Sentinels' configuration: %+v", m)
 		}
 	})
+	t.Run("announced as its failover timed out", func(t *testing.T) {
+		// The leader of the older failover took the newer epoch without
+		// its address: the epochs are equal, the timeout tells.
+		e := newMonEnv(t, nil)
+		e.b.setRole("master", int64(20), []any{})
+		e.sentinels[2].publish("+failover-end-for-timeout", "master m "+hp(e.a.addr))
+		e.sentinels[2].publish("+switch-master", switchPayload(e.a.addr, e.b.addr))
+		e.waitFor("the switch left to the majority", func() error {
+			for _, ev := range e.journal.Events() {
+				if ev.Type == "switch-stale" && strings.Contains(ev.Detail, "ended by timeout") {
+					return nil
+				}
+			}
+			return errors.New("not yet")
+		})
+		time.Sleep(150 * time.Millisecond) // a negative check needs a window: one poll
+		if m := e.mon.Masters()["m"]; m.Addr != e.a.addr || m.Source != SourceMajority {
+			t.Fatalf("truth after a switch announced at a failover's timeout: %+v", m)
+		}
+	})
 	t.Run("newest epoch", func(t *testing.T) {
 		e := newMonEnv(t, nil)
 		for _, s := range e.sentinels[:2] {

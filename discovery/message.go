@@ -31,6 +31,9 @@ func (m *Monitor) handleMessage(ctx context.Context, msg sentinelMsg) {
 		// Every copy: +new-epoch payloads of two Sentinels are identical.
 		m.followFailover(ctx, e, msg)
 	}
+	if e.Type == "+failover-end-for-timeout" {
+		m.timedOut[timedOutKey(msg.from, e.MasterName)] = msg.at
+	}
 	switch e.Type {
 	case "+switch-master":
 		m.handleSwitch(ctx, e, msg)

@@ -151,6 +151,7 @@ type Monitor struct {
 	pending     map[string]pendingSwitch // by master name: the newest +switch-master whose ROLE is being confirmed
 	switched    map[string]time.Time     // by master name: arrival of the newest +switch-master applied
 	recent      map[string]time.Time
+	timedOut    map[string]time.Time     // by Sentinel and master name (timedOutKey): its last +failover-end-for-timeout
 	failovers   map[string]*failover     // by master name: the failover its leader is running
 	epochs      map[string]uint64        // by Sentinel (normalized address): its last +new-epoch
 	timeouts    map[string]time.Duration // by master name: failover-timeout from SENTINEL MASTERS
@@ -192,6 +193,7 @@ func NewMonitor(o MonitorOptions) (*Monitor, error) {
 		pending:    make(map[string]pendingSwitch),
 		switched:   make(map[string]time.Time),
 		recent:     make(map[string]time.Time),
+		timedOut:   make(map[string]time.Time),
 		failovers:  make(map[string]*failover),
 		epochs:     make(map[string]uint64),
 		timeouts:   make(map[string]time.Duration),
