@@ -249,6 +249,40 @@ func TestMonitorIgnoresSwitchOlderThanTheConfig(t *testing.T) {
 	})
 }
 
+// TestMonitorWarnsOnceWithoutSentinelMaster: Sentinels whose ACL user may
+// not run SENTINEL MASTER (no +sentinel|master) answer it NOPERM. The
+// Monitor warns once, however many switches it handles, and still applies
+// them: with the announcer's configuration unknown, the config-epoch check
+// is off.
+func TestMonitorWarnsOnceWithoutSentinelMaster(t *testing.T) {
+	logs := &logLines{t: t}
+	e := newMonEnv(t, nil, logs.logTo)
+	for _, s := range e.sentinels {
+		s.denyMaster()
+	}
+	e.b.setRole("master", int64(20), []any{})
+	e.sentinels[0].publish("+switch-master", switchPayload(e.a.addr, e.b.addr))
+	e.waitTruth("the first switch applied", e.b.addr, SourceSwitchMaster)
+	// The configurations are asked before the confirmation is applied, so
+	// every refusal of this switch is logged by now. The Sentinels catch up
+	// (a second switch while the majority still named a would count as the
+	// majority moving on), then another failover, b → c.
+	for _, s := range e.sentinels {
+		s.setMaster("m", e.b.addr)
+	}
+	e.waitTruth("the majority caught up", e.b.addr, SourceMajority)
+	e.c.setRole("master", int64(30), []any{})
+	e.sentinels[1].publish("+switch-master", switchPayload(e.b.addr, e.c.addr))
+	e.waitTruth("the second switch applied", e.c.addr, SourceSwitchMaster)
+	got := logs.containing("+sentinel|master")
+	if len(got) != 1 {
+		t.Fatalf("%d log lines mention +sentinel|master, want 1:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	if !strings.Contains(got[0], "[WARN]") || !strings.Contains(got[0], "NOPERM") {
+		t.Errorf("the warning: %s", got[0])
+	}
+}
+
 func TestSupersededBy(t *testing.T) {
 	views := map[string]masterInfo{
 		"127.0.0.1:1": {Addr: "10.0.0.1:6379", ConfigEpoch: 6},

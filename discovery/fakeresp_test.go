@@ -33,6 +33,8 @@ type fakeNode struct {
 	failoverTimeout int
 	// epochs are the config-epoch of each master in SENTINEL MASTER(S).
 	epochs map[string]uint64
+	// masterDenied makes SENTINEL MASTER answer NOPERM (denyMaster).
+	masterDenied bool
 }
 
 type fakeConn struct {
@@ -116,6 +118,14 @@ func (f *fakeNode) setEpoch(name string, epoch uint64) {
 		f.epochs = map[string]uint64{}
 	}
 	f.epochs[name] = epoch
+}
+
+// denyMaster makes SENTINEL MASTER answer NOPERM, as for an ACL user
+// without +sentinel|master; the other SENTINEL commands keep working.
+func (f *fakeNode) denyMaster() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.masterDenied = true
 }
 
 // masterEntry is name's SENTINEL MASTER(S) entry. Caller holds f.mu.
@@ -257,6 +267,9 @@ func (f *fakeNode) reply(fc *fakeConn, args []string) []any {
 		}
 		return []any{out}
 	case cmd == "sentinel" && sub == "master" && len(args) == 3:
+		if f.masterDenied {
+			return []any{fakeErr("NOPERM User rca has no permissions to run the 'sentinel|master' command")}
+		}
 		addr, ok := f.masters[args[2]]
 		if !ok {
 			return []any{fakeErr("ERR No such master with that name")}

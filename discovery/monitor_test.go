@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -319,6 +320,39 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// logLines keeps a Monitor's log lines (and passes them to t.Log) for a test
+// that checks what was logged: pass its logTo to newMonEnv.
+type logLines struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	_, _ = testWriter{l.t}.Write(p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, strings.Split(strings.TrimRight(string(p), "\n"), "\n")...)
+	return len(p), nil
+}
+
+func (l *logLines) logTo(o *MonitorOptions) {
+	o.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: l})
+}
+
+// containing returns the lines logged so far that contain s.
+func (l *logLines) containing(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // TestMonitorCachesMasterNames checks that the resync (every 100ms here)
