@@ -204,18 +204,7 @@ func TestMonitorIgnoresSwitchOlderThanTheConfig(t *testing.T) {
 		e.sentinels[2].setEpoch("m", 5)
 		e.b.setRole("master", int64(20), []any{}) // the old master, back a master
 		e.sentinels[2].publish("+switch-master", switchPayload(e.a.addr, e.b.addr))
-		e.waitFor("the stale switch journalled", func() error {
-			for _, ev := range e.journal.Events() {
-				if ev.Type == "switch-stale" && strings.Contains(ev.Detail, "epoch 6") {
-					return nil
-				}
-			}
-			return errors.New("not yet")
-		})
-		time.Sleep(150 * time.Millisecond) // a negative check needs a window: one poll
-		if m := e.mon.Masters()["m"]; m.Addr != e.a.addr || m.Source != SourceMajority {
-			t.Fatalf("truth after a switch older than the Sentinels' configuration: %+v", m)
-		}
+		e.waitSwitchStale("epoch 6", e.a.addr)
 	})
 	t.Run("announced as its failover timed out", func(t *testing.T) {
 		// The leader of the older failover took the newer epoch without
@@ -224,18 +213,7 @@ func TestMonitorIgnoresSwitchOlderThanTheConfig(t *testing.T) {
 		e.b.setRole("master", int64(20), []any{})
 		e.sentinels[2].publish("+failover-end-for-timeout", "master m "+hp(e.a.addr))
 		e.sentinels[2].publish("+switch-master", switchPayload(e.a.addr, e.b.addr))
-		e.waitFor("the switch left to the majority", func() error {
-			for _, ev := range e.journal.Events() {
-				if ev.Type == "switch-stale" && strings.Contains(ev.Detail, "ended by timeout") {
-					return nil
-				}
-			}
-			return errors.New("not yet")
-		})
-		time.Sleep(150 * time.Millisecond) // a negative check needs a window: one poll
-		if m := e.mon.Masters()["m"]; m.Addr != e.a.addr || m.Source != SourceMajority {
-			t.Fatalf("truth after a switch announced at a failover's timeout: %+v", m)
-		}
+		e.waitSwitchStale("ended by timeout", e.a.addr)
 	})
 	t.Run("newest epoch", func(t *testing.T) {
 		e := newMonEnv(t, nil)
@@ -280,6 +258,25 @@ func TestMonitorWarnsOnceWithoutSentinelMaster(t *testing.T) {
 	}
 	if !strings.Contains(got[0], "[WARN]") || !strings.Contains(got[0], "NOPERM") {
 		t.Errorf("the warning: %s", got[0])
+	}
+}
+
+// waitSwitchStale waits for a switch-stale journal event whose detail holds
+// why, then checks that the truth is still the majority's keep, one poll
+// later.
+func (e *monEnv) waitSwitchStale(why, keep string) {
+	e.t.Helper()
+	e.waitFor("the stale switch journalled ("+why+")", func() error {
+		for _, ev := range e.journal.Events() {
+			if ev.Type == "switch-stale" && strings.Contains(ev.Detail, why) {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	time.Sleep(150 * time.Millisecond) // a negative check needs a window: one poll
+	if m := e.mon.Masters()["m"]; m.Addr != keep || m.Source != SourceMajority {
+		e.t.Fatalf("truth after a stale switch (%s): %+v, want %s from the majority", why, m, keep)
 	}
 }
 
