@@ -26,6 +26,12 @@ type TruthSource interface {
 // desired state, which it writes only when it changed.
 type Registry interface {
 	Update(ctx context.Context, svc Service, h Health) error
+	// Lapsed reports, once, that Consul turned the master registration id
+	// critical because the agent missed its TTL (a frozen or starved
+	// process): the master tag it held is gone, and the Registrar writes
+	// nothing for id until an Update after this call (see
+	// Registrar.Lapsed).
+	Lapsed(id string) bool
 }
 
 // InstanceOptions configure the runner of one local Redis.
@@ -361,6 +367,15 @@ func (i *Instance) evaluate(ctx context.Context, why string) bool {
 // decide reads Redis and the truth of this moment and applies Decide and
 // guardStale.
 func (i *Instance) decide(ctx context.Context) (LocalState, Master, Decision) {
+	if i.opts.Registry.Lapsed(i.id) {
+		// Consul took the tag away while this agent did not run; other
+		// agents may have acted on that. It is gained again only as a node
+		// that does not hold it: a truth naming it, and the handoff.
+		i.mu.Lock()
+		i.lastRole = consulname.RoleUnknown
+		i.mu.Unlock()
+		i.log.Warn("the master registration lapsed while the agent did not run: deciding as a node without the master tag")
+	}
 	local := i.read(ctx)
 	truth := i.truth()
 	d := Decide(local, truth, i.names.names(ctx, i.self, truth.Addr, local.MasterAddr))

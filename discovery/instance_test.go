@@ -63,6 +63,15 @@ type fakeRegistry struct {
 	updates []string // "<tags> <status>"
 	last    Service
 	lastH   Health
+	lapse   bool // the next Lapsed call reports a lapse
+}
+
+func (f *fakeRegistry) Lapsed(string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.lapse
+	f.lapse = false
+	return l
 }
 
 func (f *fakeRegistry) Update(_ context.Context, svc Service, h Health) error {

@@ -207,6 +207,20 @@ func (r *Registrar) Update(ctx context.Context, svc Service, h Health) error {
 		return fmt.Errorf("register %s: service was removed", svc.ID)
 	}
 	e.want = wanted{svc: svc, health: h}
+	if since, ttl, ok := e.ownTTLLapsed(); ok {
+		// No heartbeat: this write itself would bring it back.
+		if err := r.markLapsed(ctx, e, since, ttl); err != nil {
+			return err
+		}
+	}
+	if e.lapsed {
+		if !e.lapseSeen {
+			// Decided before its owner learnt of the lapse: not written.
+			e.publishView()
+			return nil
+		}
+		e.lapsed, e.lapseSeen = false, false
+	}
 	if !e.needsWrite() {
 		e.publishView()
 		return nil

@@ -15,6 +15,9 @@ import (
 // out at once. If Consul lost the heartbeat it lost everything: all is
 // registered again, the heartbeat first.
 func (r *Registrar) refresh(ctx context.Context) {
+	if !r.markLapses(ctx) {
+		return
+	}
 	if !r.refreshHeartbeat(ctx) {
 		r.ensureHeartbeat(ctx)
 		for _, e := range r.snapshot() {

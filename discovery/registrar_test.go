@@ -471,14 +471,7 @@ func TestRegistrarRemove(t *testing.T) {
 	f, srv := newFakeConsul(t)
 	r := newTestRegistrar(t, srv.URL, "")
 	ctx := context.Background()
-	a := testService("master", "m-master")
-	b := testService("replica", "m-replica")
-	b.ID = "redis-10.0.0.2-6379"
-	for _, s := range []Service{a, b} {
-		if err := r.Update(ctx, s, Health{Status: api.HealthPassing, Output: ""}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := registerPair(t, r, "")
 	f.take()
 	if err := r.Remove(ctx, a.ID); err != nil {
 		t.Fatal(err)
@@ -517,6 +510,21 @@ func TestTruncateOutput(t *testing.T) {
 // whole agent, services that alias it with a long status TTL, everything
 // registered again when Consul loses the heartbeat, the heartbeat removed
 // last, and the short TTLs back when the token may not register it.
+// registerPair registers a master (a) and a replica (b), passing, with
+// output out.
+func registerPair(t *testing.T, r *Registrar, out string) (a, b Service) {
+	t.Helper()
+	a = testService("master", "m-master")
+	b = testService("replica", "m-replica")
+	b.ID = "redis-10.0.0.2-6379"
+	for _, s := range []Service{a, b} {
+		if err := r.Update(context.Background(), s, Health{Status: api.HealthPassing, Output: out}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
+}
+
 func TestRegistrarHeartbeat(t *testing.T) {
 	f, srv := newFakeConsul(t)
 	c, err := NewConsulClient(ConsulOptions{Address: srv.URL})
@@ -537,14 +545,7 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	r := newReg()
 	ctx := context.Background()
 	r.ensureHeartbeat(ctx) // Run's first act
-	a := testService("master", "m-master")
-	b := testService("replica", "m-replica")
-	b.ID = "redis-10.0.0.2-6379"
-	for _, s := range []Service{a, b} {
-		if err := r.Update(ctx, s, Health{Status: api.HealthPassing, Output: "ok"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := registerPair(t, r, "ok")
 	writes, _ := f.take()
 	var want []string
 	for _, id := range []string{hb.ID, a.ID, b.ID} {
@@ -637,24 +638,30 @@ func TestRegistrarHeartbeat(t *testing.T) {
 	}
 }
 
+// newHeartbeatRegistrar is a Registrar with a heartbeat (TTL 3s) on the
+// fake Consul at url; o sets the other options.
+func newHeartbeatRegistrar(t *testing.T, url string, o RegistrarOptions) (*Registrar, Service) {
+	t.Helper()
+	c, err := NewConsulClient(ConsulOptions{Address: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Client, o.TTL, o.Heartbeat = c, 3*time.Second, Service{ID: "redis-consul-agent-host-8765", Name: "redis-consul-agent"}
+	o.Metrics, o.Journal = telemetry.Discard(), telemetry.NewJournal(100)
+	r, err := NewRegistrar(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, o.Heartbeat
+}
+
 // TestRegistrarFailoverDoesNotWaitForHeartbeat: a role change is written at
 // once while a heartbeat write hangs (a Consul agent that stopped answering
 // that one request, a write that will time out): the failover write must not
 // queue behind the heartbeat's writes.
 func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
 	f, srv := newFakeConsul(t)
-	c, err := NewConsulClient(ConsulOptions{Address: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb := Service{ID: "redis-consul-agent-host-8765", Name: "redis-consul-agent"}
-	r, err := NewRegistrar(RegistrarOptions{
-		Client: c, TTL: 3 * time.Second, Heartbeat: hb, WriteTimeout: 20 * time.Second,
-		Metrics: telemetry.Discard(), Journal: telemetry.NewJournal(100),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, hb := newHeartbeatRegistrar(t, srv.URL, RegistrarOptions{WriteTimeout: 20 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r.ensureHeartbeat(ctx)
@@ -682,7 +689,7 @@ func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
 	uctx, ucancel := context.WithTimeout(ctx, 2*time.Second)
 	defer ucancel()
 	master := testService("master", "m-master")
-	err = r.Update(uctx, master, Health{Status: api.HealthPassing, Output: "master, confirmed by Sentinel"})
+	err := r.Update(uctx, master, Health{Status: api.HealthPassing, Output: "master, confirmed by Sentinel"})
 	took := time.Since(start)
 	t.Logf("role change written in %s while the heartbeat write hangs", took)
 	if err != nil {
@@ -704,4 +711,73 @@ func TestRegistrarFailoverDoesNotWaitForHeartbeat(t *testing.T) {
 	f.stall.Store(nil)
 	cancel()
 	<-refreshed
+}
+
+// TestRegistrarLapsedMasterWaitsForAFreshDecision: the agent did not run
+// for longer than the heartbeat's TTL, so Consul turned every alias
+// critical and DNS dropped the master. Before the heartbeat is refreshed
+// (which would bring back the registration decided before the lapse), the
+// master's own check is written critical; nothing more is written for it
+// until its owner has asked Lapsed and sent a decision made since. A
+// replica is not held. If marking fails, the heartbeat waits.
+func TestRegistrarLapsedMasterWaitsForAFreshDecision(t *testing.T) {
+	f, srv := newFakeConsul(t)
+	r, hb := newHeartbeatRegistrar(t, srv.URL, RegistrarOptions{StatusTTL: time.Minute})
+	ctx := context.Background()
+	r.ensureHeartbeat(ctx)
+	a, b := registerPair(t, r, "ok")
+	f.take()
+	lapse := func() {
+		r.hb.io.Lock()
+		r.hb.e.have.refreshed = time.Now().Add(-4 * time.Second)
+		r.hb.io.Unlock()
+	}
+
+	// Marking fails: the heartbeat is not refreshed either.
+	lapse()
+	f.mu.Lock()
+	f.failNext = 1
+	f.mu.Unlock()
+	r.refresh(ctx)
+	if writes, _ := f.take(); len(writes) != 0 {
+		t.Fatalf("writes after a failed mark %q, want none (the heartbeat must wait)", writes)
+	}
+	if r.Lapsed(a.ID) {
+		t.Fatal("lapsed before the mark was written")
+	}
+
+	r.refresh(ctx)
+	writes, _ := f.take()
+	if want := []string{"ttl " + a.ID + " critical", "ttl " + hb.ID + " passing"}; !slices.Equal(writes, want) {
+		t.Fatalf("refresh after a lapse writes %q, want %q (the master critical before the heartbeat)", writes, want)
+	}
+	if out := f.check(a.ID).Output; !strings.Contains(out, "Consul took the master tag away") {
+		t.Fatalf("lapsed master's output %q", out)
+	}
+	// A decision its owner made before learning of the lapse: not written,
+	// nor by the next refresh.
+	if err := r.Update(ctx, a, Health{Status: api.HealthPassing, Output: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	r.refresh(ctx)
+	if writes, _ := f.take(); !slices.Equal(writes, []string{"ttl " + hb.ID + " passing"}) {
+		t.Fatalf("writes while the master is held %q, want the heartbeat only", writes)
+	}
+	if r.Lapsed(b.ID) {
+		t.Fatal("a replica's registration counted as lapsed")
+	}
+	if !r.Lapsed(a.ID) {
+		t.Fatal("the master's lapse not reported")
+	}
+	fresh := testService("unknown")
+	fresh.ID = a.ID
+	if err := r.Update(ctx, fresh, Health{Status: api.HealthWarning, Output: "claims master, but no Sentinel truth names it"}); err != nil {
+		t.Fatal(err)
+	}
+	if writes, _ := f.take(); !slices.Contains(writes, "register "+a.ID) {
+		t.Fatalf("the decision made after Lapsed was not written: %q", writes)
+	}
+	if r.Lapsed(a.ID) {
+		t.Fatal("still lapsed after a fresh decision")
+	}
 }

@@ -33,7 +33,11 @@ type entry struct {
 	confirm   confirmState
 	heartbeat bool // this is the heartbeat itself
 	removed   bool
-	view      atomic.Pointer[RegistrationStatus]
+	// lapsed: a master registration whose liveness TTL ran out (see
+	// markLapses); it is held critical until its owner has asked Lapsed
+	// (lapseSeen) and then sent an Update.
+	lapsed, lapseSeen bool
+	view              atomic.Pointer[RegistrationStatus]
 }
 
 // wanted is what the runner asked for last.
@@ -78,6 +82,9 @@ func (e *entry) needsWrite() bool {
 // for Status. refreshTTL writes the check even if nothing changed, to reset
 // its TTL. Caller holds e.mu.
 func (r *Registrar) syncLocked(ctx context.Context, e *entry, refreshTTL bool) error {
+	if e.lapsed {
+		return nil // held critical until a decision made since (Update)
+	}
 	err := r.sync(ctx, e, refreshTTL)
 	if ctx.Err() == nil { // a stopping agent's cancelled write is no failure to report
 		r.noteResult(e, err)
